@@ -1,0 +1,68 @@
+# finmesh: every entry point a developer or CI needs. Each target sets up what it uses.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYSTEM ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+BUF_VERSION := 1.75.0
+BUF := .build/npm/node_modules/.bin/buf
+PROFILE ?= full
+BENCH ?=
+
+.PHONY: help venv gen gen-check lint test test-fast run bench system-packages kafka-libs clean
+
+help:
+	@echo "make run         start every service of PROFILE (default: full) on loopback with mTLS"
+	@echo "make test        install everything and run the whole test suite on real servers"
+	@echo "make gen         regenerate gen/ and docs/contracts.md from proto/"
+	@echo "make lint        buf lint + buf format, ruff, mypy (strict on the kit), gen/ freshness"
+	@echo "make bench       run the benchmarks (BENCH=<name> for one)"
+
+$(VENV)/.installed: requirements.lock pyproject.toml gen/python/pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q uv==0.13.8
+	@$(UV) pip sync -q --python $(PY) requirements.lock
+	@$(UV) pip install -q --python $(PY) --no-deps -e . -e gen/python
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(BUF):
+	@mkdir -p .build/npm
+	@npm install --silent --no-save --no-audit --no-fund --prefix .build/npm @bufbuild/buf@$(BUF_VERSION)
+
+gen: venv
+	@$(PY) -m tools.gen
+
+gen-check: gen
+	@git add -N gen docs/contracts.md 2>/dev/null || true
+	@git diff --exit-code --stat -- gen docs/contracts.md || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
+
+lint: venv $(BUF)
+	@$(PY) -m tools.gen.deps >/dev/null
+	$(BUF) lint proto
+	$(BUF) format -d --exit-code proto
+	$(VENV)/bin/ruff check svc gateway tools tests
+	$(VENV)/bin/ruff format --check svc gateway tools tests
+	$(VENV)/bin/mypy svc gateway tools
+
+system-packages:
+	@bash tools/ci/install-system-packages.sh
+
+kafka-libs:
+	@bash tools/kafka/fetch.sh
+
+test: system-packages venv kafka-libs
+	@$(PY) -m tools.gen.deps >/dev/null
+	$(PY) -m pytest
+
+run: venv
+	$(VENV)/bin/finmesh run --profile $(PROFILE)
+
+bench: venv
+	$(PY) -m bench $(BENCH)
+
+clean:
+	rm -rf $(VENV) .build .bench .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""Outgoing calls to other services: mTLS channels and the client side of the interceptor chain.
+
+The client chain carries what the server chain learned: the caller's remaining deadline (so a
+downstream call never outlives the RPC that made it), the end user's token, and the trace
+context (OpenTelemetry's client interceptor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from svc.kit.catalog import Catalog
+from svc.kit.context import call as current_call
+from svc.kit.identity import USER_TOKEN_METADATA
+from svc.kit.mtls import LocalCA
+
+# A downstream call must leave its caller time to answer: it gets what remains, minus this.
+DEADLINE_MARGIN_S = 0.005
+
+
+class DeadlineExpired(Exception):
+    """The incoming RPC's deadline passed before an outgoing call could start."""
+
+
+def _outgoing(client_call_details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    served = current_call()
+    timeout = client_call_details.timeout
+    metadata = grpc.aio.Metadata(*tuple(client_call_details.metadata or ()))
+    if served is not None:
+        remaining = served.time_remaining()
+        if remaining is not None:
+            remaining -= DEADLINE_MARGIN_S
+            if remaining <= 0:
+                raise DeadlineExpired(f"deadline of {served.method} passed before calling {client_call_details.method!r}")
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        if served.user is not None and served.user.token and USER_TOKEN_METADATA not in metadata:
+            metadata.add(USER_TOKEN_METADATA, f"Bearer {served.user.token}")
+    return grpc.aio.ClientCallDetails(
+        method=client_call_details.method,
+        timeout=timeout,
+        metadata=metadata,
+        credentials=client_call_details.credentials,
+        wait_for_ready=client_call_details.wait_for_ready,
+    )
+
+
+class PropagatingUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_outgoing(client_call_details), request)
+
+
+class PropagatingUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_outgoing(client_call_details), request)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    return [PropagatingUnaryUnary(), PropagatingUnaryStream(), *aio_client_interceptors()]
+
+
+def channel(
+    target: str,
+    *,
+    identity: str | None = None,
+    ca: LocalCA | None = None,
+) -> grpc.aio.Channel:
+    """A channel to `target`; mutual TLS as `identity` when a CA is given, plaintext otherwise."""
+    interceptors = client_interceptors()
+    if ca is None or identity is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    credentials = ca.credentials(identity)
+    # Certificates name 127.0.0.1 and localhost; the override keeps the check strict for other hosts.
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    return grpc.aio.secure_channel(target, credentials.channel(), options=options, interceptors=interceptors)
+
+
+def channel_to(service: str, *, catalog: Catalog, identity: str, ca: LocalCA | None, host: str = "127.0.0.1") -> grpc.aio.Channel:
+    """A channel from `identity` to a catalog service on its local port."""
+    entry = catalog.service(service)
+    return channel(f"{host}:{entry.port}", identity=identity, ca=ca)
