@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from svc.kit import catalog as catalog_module
 from svc.kit import migrate
@@ -29,7 +28,7 @@ from svc.kit.catalog import Catalog, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
 from svc.kit.db import Database
 from svc.kit.identity import TokenVerifier
-from svc.kit.interceptors import ServerChain
+from svc.kit.interceptors import ServerChain, TracingInterceptor
 from svc.kit.mtls import LocalCA
 from svc.kit.telemetry import RpcMetrics, configure_logging, configure_tracing
 
@@ -71,12 +70,7 @@ class ServiceApp:
             verifier=verifier,
             require_peer_identity=settings.tls,
         )
-        # Health's Watch writes through the context rather than yielding, which the tracing
-        # interceptor cannot wrap; probes need no spans anyway.
-        traced = filters.negate(
-            filters.any_of(filters.service_name("grpc.health.v1.Health"), filters.service_prefix("grpc.reflection"))
-        )
-        self._server = grpc.aio.server(interceptors=[aio_server_interceptor(filter_=traced), self._chain])
+        self._server = grpc.aio.server(interceptors=[TracingInterceptor(), self._chain])
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -116,8 +110,11 @@ class ServiceApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *self._service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         if migrate_database:
@@ -134,7 +131,10 @@ class ServiceApp:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
         for name in (*self._service_names, health.OVERALL_HEALTH):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"fields": {"address": f"{self.settings.host}:{self.port}", "tls": self.settings.tls}})
+        log.info(
+            "serving",
+            extra={"fields": {"address": f"{self.settings.host}:{self.port}", "tls": self.settings.tls}},
+        )
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains: NOT_SERVING first, then refuses new RPCs and lets in-flight ones finish."""

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import grpc
 import pytest
-from grpc_tools import protoc
 
 from svc.kit import errors, idempotency
 from svc.kit.catalog import Catalog, ServiceEntry
@@ -23,6 +19,7 @@ from svc.kit.context import call as current_call
 from svc.kit.db import Database
 from svc.kit.mtls import LocalCA
 from svc.kit.server import ServiceApp
+from tests.kit.probe import compile_probe
 
 PROBE_DIR = Path(__file__).parent / "probe"
 REPO = Path(__file__).resolve().parents[2]
@@ -31,21 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
     """The probe's generated modules (messages, stubs)."""
-    out = tmp_path_factory.mktemp("probe_gen")
-    well_known = str(resources.files("grpc_tools") / "_proto")
-    args = [
-        "protoc", f"-I{PROBE_DIR}", f"-I{REPO / '.build' / 'proto-deps'}", f"-I{well_known}",
-        f"--python_out={out}", f"--grpc_python_out={out}", "finmesh/kitprobe/v1/probe.proto",
-    ]
-    assert protoc.main(args) == 0, "probe.proto does not compile"
-    # The probe shares the `finmesh` namespace with the SDK: extend the installed package's path.
-    import finmesh
-
-    finmesh.__path__.append(str(out / "finmesh"))
-    sys.modules.pop("finmesh.kitprobe", None)
-    messages = importlib.import_module("finmesh.kitprobe.v1.probe_pb2")
-    stubs = importlib.import_module("finmesh.kitprobe.v1.probe_pb2_grpc")
-    return messages, stubs
+    return compile_probe(tmp_path_factory.mktemp("probe_gen"))
 
 
 def probe_catalog() -> Catalog:
@@ -82,9 +65,13 @@ def make_servicer(probe: tuple[ModuleType, ModuleType], app: ServiceApp, databas
 
             async def work(_session: Any) -> Any:
                 ProbeServicer.executions += 1
-                return messages.TransferResponse(transfer_id=f"t-{request.request_id}", execution=ProbeServicer.executions)
+                return messages.TransferResponse(
+                    transfer_id=f"t-{request.request_id}", execution=ProbeServicer.executions
+                )
 
-            return await idempotency.run_once(database, "/probe/Transfer", request, messages.TransferResponse, work)
+            return await idempotency.run_once(
+                database, "/probe/Transfer", request, messages.TransferResponse, work
+            )
 
         async def Fail(self, request: Any, context: Any) -> Any:
             if request.kind == "insufficient_funds":
@@ -98,7 +85,9 @@ def make_servicer(probe: tuple[ModuleType, ModuleType], app: ServiceApp, databas
             return messages.SleepResponse()
 
         async def Relay(self, request: Any, context: Any) -> Any:
-            async with channel(request.target, identity=app.name, ca=LocalCA(app.settings.pki_dir)) as downstream:
+            async with channel(
+                request.target, identity=app.name, ca=LocalCA(app.settings.pki_dir)
+            ) as downstream:
                 response = await stubs.ProbeServiceStub(downstream).Echo(messages.EchoRequest(text="relayed"))
             return messages.RelayResponse(downstream=response)
 
@@ -115,19 +104,20 @@ StartProbe = Callable[..., Awaitable[ServiceApp]]
 
 
 @pytest.fixture
-async def start_probe(
-    probe: tuple[ModuleType, ModuleType], tmp_path: Path
-) -> AsyncIterator[StartProbe]:
+async def start_probe(probe: tuple[ModuleType, ModuleType], tmp_path: Path) -> AsyncIterator[StartProbe]:
     """Starts probe services on free ports with the kit's full chain; stops them after the test."""
     apps: list[ServiceApp] = []
     catalog = probe_catalog()
 
-    async def start(name: str, *, database: Database | None = None, tls: bool = True, **overrides: Any) -> ServiceApp:
+    async def start(
+        name: str, *, database: Database | None = None, tls: bool = True, **overrides: Any
+    ) -> ServiceApp:
         settings = KitSettings(port=0, pki_dir=tmp_path / "pki", tls=tls, **overrides)
         app = ServiceApp(catalog.service(name), settings, catalog=catalog)
-        app.port = 0
         servicer = make_servicer(probe, app, database)
-        app.add_servicer(probe[1].add_ProbeServiceServicer_to_server, servicer, "finmesh.kitprobe.v1.ProbeService")
+        app.add_servicer(
+            probe[1].add_ProbeServiceServicer_to_server, servicer, "finmesh.kitprobe.v1.ProbeService"
+        )
         await app.start()
         apps.append(app)
         return app
