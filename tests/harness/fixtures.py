@@ -1,0 +1,64 @@
+"""pytest fixtures for the real servers. Registered by tests/conftest.py:
+
+    pytest_plugins = ["tests.harness.fixtures"]
+
+A server that cannot start raises ServerStartError (reason + log tail): every test that uses it
+errors; nothing is skipped. Session servers start on first use, once per session.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .servers import KafkaBroker, PostgresServer, RedisServer
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One broker for the session. A test may stop/kill/restart it (same port and data) but
+    must leave it running: use try/finally with `kafka_broker.restart()`."""
+    broker = KafkaBroker()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def pg_database_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """SQLAlchemy async URL (postgresql+asyncpg://...) of a fresh, empty database for this test.
+
+    Dropped afterwards (WITH (FORCE), so connections left open don't matter).
+    """
+    stem = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{stem}_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
