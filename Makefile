@@ -11,13 +11,14 @@ BUF := .build/npm/node_modules/.bin/buf
 PROFILE ?= full
 BENCH ?=
 
-.PHONY: help venv gen gen-check lint test test-fast run bench system-packages kafka-libs clean
+.PHONY: help venv gen gen-check lint breaking test run bench system-packages kafka-libs clean
 
 help:
 	@echo "make run         start every service of PROFILE (default: full) on loopback with mTLS"
 	@echo "make test        install everything and run the whole test suite on real servers"
 	@echo "make gen         regenerate gen/ and docs/contracts.md from proto/"
-	@echo "make lint        buf lint + buf format, ruff, mypy (strict on the kit), gen/ freshness"
+	@echo "make lint        buf lint + buf format, ruff, mypy (strict on the kit)"
+	@echo "make breaking    buf breaking against the released contracts (.ci/contracts-baseline)"
 	@echo "make bench       run the benchmarks (BENCH=<name> for one)"
 
 $(VENV)/.installed: requirements.lock pyproject.toml gen/python/pyproject.toml
@@ -44,9 +45,13 @@ lint: venv $(BUF)
 	@$(PY) -m tools.gen.deps >/dev/null
 	$(BUF) lint proto
 	$(BUF) format -d --exit-code proto
-	$(VENV)/bin/ruff check svc gateway tools tests
-	$(VENV)/bin/ruff format --check svc gateway tools tests
-	$(VENV)/bin/mypy svc gateway tools
+	$(VENV)/bin/ruff check svc tools tests bench
+	$(VENV)/bin/ruff format --check svc tools tests bench
+	$(VENV)/bin/mypy svc tools bench
+
+breaking: venv $(BUF)
+	@$(PY) -m tools.gen.deps >/dev/null
+	@BUF=$(BUF) PYTHON=$(PY) bash tools/contracts/breaking.sh
 
 system-packages:
 	@bash tools/ci/install-system-packages.sh
