@@ -104,6 +104,13 @@ class Conflict(DomainError):
     reason = "CONFLICT"
 
 
+class Unimplemented(DomainError):
+    """The RPC is part of the contract but this deployment does not implement it yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
 class DependencyUnavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DEPENDENCY_UNAVAILABLE"

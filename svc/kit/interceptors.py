@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -27,6 +27,9 @@ from svc.kit.telemetry import RpcMetrics
 from svc.kit.validation import validate
 
 log = logging.getLogger("finmesh.rpc")
+
+# grpc's stubs make handlers generic over request and response types; the chain serves them all.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # Infrastructure RPCs: any holder of a certificate from the mesh CA may call them, and they
@@ -58,13 +61,13 @@ class ServerChain(grpc.aio.ServerInterceptor):
         self._allowed = catalog.allowed_callers(service) if catalog and service in catalog.services else None
         # grpc.aio asks interceptors for a handler on every call; wrapping once per method keeps
         # the per-call cost to a dictionary look-up.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is not None:
@@ -76,7 +79,7 @@ class ServerChain(grpc.aio.ServerInterceptor):
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
@@ -85,7 +88,8 @@ class ServerChain(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
+                # grpc's stubs type handlers as synchronous; under grpc.aio they are async generators.
+                self._wrap_stream(method, cast("Callable[..., AsyncIterator[Any]]", handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -149,6 +153,9 @@ class ServerChain(grpc.aio.ServerInterceptor):
             )
 
     async def _abort(self, call: CallContext, context: Any, error: Exception) -> None:
+        if isinstance(error, NotImplementedError):
+            # The generated base servicer's answer for an RPC the service does not implement yet.
+            error = errors.Unimplemented(f"{call.method} is not implemented by {self._service}")
         if isinstance(error, errors.DomainError):
             status = errors.to_status(error, service=self._service)
             call.status_code = error.code.name
@@ -193,13 +200,14 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-        self._traced = aio_server_interceptor()
+        # opentelemetry-instrumentation-grpc ships no annotations for its factories.
+        self._traced: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return await continuation(handler_call_details)
         return await self._traced.intercept_service(continuation, handler_call_details)
