@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import kit
+from bench import kit, validation
 from bench.results import Figure, record
 
-BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {"kit": kit.run}
+BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {"kit": kit.run, "validation": validation.run}
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from svc.kit.db import Database
-from svc.kit.errors import IdempotencyKeyReused, InvalidArgument, FieldViolation
+from svc.kit.errors import FieldViolation, IdempotencyKeyReused, InvalidArgument
 from svc.kit.tables import idempotency_keys
 
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -34,11 +34,15 @@ def fingerprint(request: Message) -> str:
 def request_id_of(request: Message) -> str:
     request_id = getattr(request, "request_id", "")
     if not request_id:
-        raise InvalidArgument([FieldViolation("request_id", "a mutating request needs a request_id", "required")])
+        raise InvalidArgument(
+            [FieldViolation("request_id", "a mutating request needs a request_id", "required")]
+        )
     return str(request_id)
 
 
-async def lookup(session: AsyncSession, method: str, request: Message, response_type: type[ResponseT]) -> ResponseT | None:
+async def lookup(
+    session: AsyncSession, method: str, request: Message, response_type: type[ResponseT]
+) -> ResponseT | None:
     """The stored response for this request's key, None if unseen; refuses a reused key."""
     row = (
         await session.execute(

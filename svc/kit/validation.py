@@ -10,21 +10,32 @@ email or URI) to protovalidate itself. tests/kit/test_validation.py checks that 
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import protovalidate
+import re2
 from buf.validate import validate_pb2 as rules_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from svc.kit.errors import FieldViolation, InvalidArgument
 
-_protovalidate = protovalidate.Validator()
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as UpbDescriptor
 
-UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Message.DESCRIPTOR is typed as either protobuf's Python Descriptor or upb's.
+AnyDescriptor: TypeAlias = "Descriptor | UpbDescriptor"
+
+# protovalidate's Validator is not annotated.
+_protovalidate = protovalidate.Validator()  # type: ignore[no-untyped-call]
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 NUMERIC_KINDS = (
     "int32",
     "int64",
@@ -69,93 +80,252 @@ SUPPORTED_RULES: dict[str, frozenset[str]] = {
 }
 
 Check = Callable[[Message], Iterator[FieldViolation]]
+# A check of one field value (str, bytes, int or bool, by the field's kind): '' when the value
+# passes, else the violation's description.
+ValueCheck = Callable[[Any], str]
+Test = Callable[[Any, Any], bool]
 
 
 class Unsupported(Exception):
     """A rule the compiled validator does not implement: the message type goes to protovalidate."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Compiled:
-    checks: tuple[Check, ...]
+    """The checks of one message type; `building` while its fields are being compiled, since a
+    recursive type refers to itself before its checks are known."""
+
+    checks: tuple[Check, ...] = ()
+    building: bool = True
 
 
-def _value_checks(
-    path: str, rules: rules_pb2.FieldRules, field: FieldDescriptor
-) -> list[Callable[[object], str]]:
-    """Checks of one scalar value: each returns '' when fine, else the violation's description."""
+# Patterns are RE2 (protovalidate's engine), which differs from Python's re in places: `$` is the
+# end of the text (Python's also matches before a final newline), \d \w \s \b are ASCII, and a few
+# forms mean different things or are errors in one engine. _python_pattern rewrites the patterns
+# whose meaning it is sure of; any other pattern runs through RE2 itself, correct but slower.
+_RE2_SPACE = "\\t\\n\\f\\r "
+_SAME_ESCAPES = frozenset("dDwWtnfrv")  # same meaning in RE2 and in Python's re.ASCII
+_REPEAT = re.compile(r"\{\d+(,\d*)?\}")
+
+
+def _python_pattern(pattern: str) -> str | None:
+    """`pattern` rewritten for Python's re (with re.ASCII) to match as RE2 does; None when unsure."""
+    out: list[str] = []
+    in_class = False
+    class_start = 0
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            escaped = pattern[i + 1 : i + 2]
+            if not escaped:
+                return None
+            if in_class and pattern[i + 2 : i + 3] == "-":
+                return None  # a range from an escape
+            if escaped.isascii() and not escaped.isalnum():
+                out.append(char + escaped)  # escaped ASCII punctuation is itself in both
+            elif escaped in _SAME_ESCAPES or (escaped in "bBA" and not in_class):
+                out.append(char + escaped)
+            elif escaped == "s":
+                out.append(_RE2_SPACE if in_class else f"[{_RE2_SPACE}]")
+            elif escaped == "S" and not in_class:
+                out.append(f"[^{_RE2_SPACE}]")
+            elif escaped == "z" and not in_class:
+                out.append("\\Z")
+            else:
+                return None
+            i += 2
+            continue
+        if in_class:
+            if (
+                char == "["
+                or (char == "]" and i == class_start)
+                or pattern[i : i + 2] in ("--", "&&", "~~", "||")
+            ):
+                return None  # POSIX classes, a leading ], set operations: engines disagree
+            in_class = char != "]"
+            out.append(char)
+        elif char == "[":
+            in_class = True
+            class_start = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+            out.append(pattern[i:class_start])
+            i = class_start
+            continue
+        elif char == "$":
+            out.append("\\Z")
+        elif char == "(" and pattern[i + 1 : i + 2] == "?":
+            if pattern[i + 2 : i + 3] != ":":
+                return None  # flags and named groups
+            out.append(char)
+        elif char == "{":
+            repeat = _REPEAT.match(pattern, i)
+            if repeat is None or max(int(count) for count in re.findall(r"\d+", repeat.group())) > 1000:
+                return None  # `{,n}`, stray braces, counts beyond RE2's limit
+            out.append(repeat.group())
+            i = repeat.end()
+            if pattern[i : i + 1] == "+":
+                return None  # possessive in Python, an error in RE2
+            continue
+        elif char in "*+?" and pattern[i + 1 : i + 2] == "+":
+            return None
+        else:
+            out.append(char)
+        i += 1
+    return None if in_class else "".join(out)
+
+
+def _searcher(pattern: str) -> Callable[[str], object]:
+    """A search function that finds `pattern` in a string as RE2 does (None when it does not)."""
+    python = _python_pattern(pattern)
+    if python is not None:
+        try:
+            return re.compile(python, re.ASCII).search
+        except re.error:
+            pass
+    try:
+        search: Callable[[str], object] = re2.compile(pattern).search
+    except re2.error as error:
+        raise Unsupported(f"pattern {pattern!r}: {error}") from error
+    return search
+
+
+def _holds(test: Test, bound: Any, description: str) -> ValueCheck:
+    def check(value: Any) -> str:
+        return "" if test(value, bound) else description
+
+    return check
+
+
+def _length_holds(test: Test, bound: int, description: str) -> ValueCheck:
+    def check(value: Sized) -> str:
+        return "" if test(len(value), bound) else description
+
+    return check
+
+
+def _utf8_length_holds(test: Test, bound: int, description: str) -> ValueCheck:
+    def check(value: str) -> str:
+        return "" if test(len(value.encode()), bound) else description
+
+    return check
+
+
+def _matches(pattern: str, description: str) -> ValueCheck:
+    search = _searcher(pattern)
+
+    def check(value: str) -> str:
+        return "" if search(value) is not None else description
+
+    return check
+
+
+def _is_in(allowed: frozenset[Any], description: str) -> ValueCheck:
+    def check(value: Any) -> str:
+        return "" if value in allowed else description
+
+    return check
+
+
+def _not_in(refused: frozenset[Any], description: str) -> ValueCheck:
+    def check(value: Any) -> str:
+        return "" if value not in refused else description
+
+    return check
+
+
+def _has_prefix(value: str, prefix: str) -> bool:
+    return value.startswith(prefix)
+
+
+def _has_suffix(value: str, suffix: str) -> bool:
+    return value.endswith(suffix)
+
+
+def _value_checks(path: str, rules: rules_pb2.FieldRules, field: FieldDescriptor) -> list[ValueCheck]:
+    """Checks of one scalar value, from the rules of its kind."""
     kind = rules.WhichOneof("type")
     if kind is None:
         return []
-    typed = getattr(rules, kind)
+    typed: Any = getattr(rules, kind)
     names = {descriptor.name for descriptor, _ in typed.ListFields()}
     if kind not in SUPPORTED_RULES or names - SUPPORTED_RULES[kind]:
         raise Unsupported(f"{path}: {kind} rules {sorted(names)}")
-    checks: list[Callable[[object], str]] = []
-
-    def add(condition: Callable[[object], bool], description: str) -> None:
-        checks.append(lambda value: "" if condition(value) else description)
-
+    checks: list[ValueCheck] = []
     if kind == "string":
         if typed.HasField("const"):
-            add(lambda v, c=typed.const: v == c, f"must equal `{typed.const}`")
+            checks.append(_holds(operator.eq, typed.const, f"must equal `{typed.const}`"))
         if typed.HasField("len"):
-            add(lambda v, n=typed.len: len(v) == n, f"must be {typed.len} characters")  # type: ignore[arg-type]
+            checks.append(_length_holds(operator.eq, typed.len, f"must be {typed.len} characters"))
         if typed.HasField("min_len"):
-            add(lambda v, n=typed.min_len: len(v) >= n, f"must be at least {typed.min_len} characters")  # type: ignore[arg-type]
+            checks.append(
+                _length_holds(operator.ge, typed.min_len, f"must be at least {typed.min_len} characters")
+            )
         if typed.HasField("max_len"):
-            add(lambda v, n=typed.max_len: len(v) <= n, f"must be at most {typed.max_len} characters")  # type: ignore[arg-type]
+            checks.append(
+                _length_holds(operator.le, typed.max_len, f"must be at most {typed.max_len} characters")
+            )
         if typed.HasField("min_bytes"):
-            add(
-                lambda v, n=typed.min_bytes: len(v.encode()) >= n, f"must be at least {typed.min_bytes} bytes"
-            )  # type: ignore[attr-defined]
+            checks.append(
+                _utf8_length_holds(operator.ge, typed.min_bytes, f"must be at least {typed.min_bytes} bytes")
+            )
         if typed.HasField("max_bytes"):
-            add(lambda v, n=typed.max_bytes: len(v.encode()) <= n, f"must be at most {typed.max_bytes} bytes")  # type: ignore[attr-defined]
+            checks.append(
+                _utf8_length_holds(operator.le, typed.max_bytes, f"must be at most {typed.max_bytes} bytes")
+            )
         if typed.HasField("pattern"):
-            regex = re.compile(typed.pattern)
-            add(lambda v: regex.search(v) is not None, f"does not match regex pattern `{typed.pattern}`")  # type: ignore[arg-type]
+            checks.append(_matches(typed.pattern, f"does not match regex pattern `{typed.pattern}`"))
         if typed.HasField("prefix"):
-            add(lambda v, p=typed.prefix: v.startswith(p), f"does not have prefix `{typed.prefix}`")  # type: ignore[attr-defined]
+            checks.append(_holds(_has_prefix, typed.prefix, f"does not have prefix `{typed.prefix}`"))
         if typed.HasField("suffix"):
-            add(lambda v, p=typed.suffix: v.endswith(p), f"does not have suffix `{typed.suffix}`")  # type: ignore[attr-defined]
+            checks.append(_holds(_has_suffix, typed.suffix, f"does not have suffix `{typed.suffix}`"))
         if typed.HasField("contains"):
-            add(lambda v, p=typed.contains: p in v, f"does not contain substring `{typed.contains}`")  # type: ignore[operator]
+            checks.append(
+                _holds(operator.contains, typed.contains, f"does not contain substring `{typed.contains}`")
+            )
         if typed.HasField("uuid") and typed.uuid:
-            add(lambda v: UUID_PATTERN.match(v) is not None, "value must be a valid UUID")  # type: ignore[arg-type]
+            checks.append(_matches(UUID_PATTERN, "value must be a valid UUID"))
     elif kind == "bytes":
         if typed.HasField("min_len"):
-            add(lambda v, n=typed.min_len: len(v) >= n, f"must be at least {typed.min_len} bytes")  # type: ignore[arg-type]
+            checks.append(
+                _length_holds(operator.ge, typed.min_len, f"must be at least {typed.min_len} bytes")
+            )
         if typed.HasField("max_len"):
-            add(lambda v, n=typed.max_len: len(v) <= n, f"must be at most {typed.max_len} bytes")  # type: ignore[arg-type]
+            checks.append(_length_holds(operator.le, typed.max_len, f"must be at most {typed.max_len} bytes"))
         if typed.HasField("len"):
-            add(lambda v, n=typed.len: len(v) == n, f"must be {typed.len} bytes")  # type: ignore[arg-type]
+            checks.append(_length_holds(operator.eq, typed.len, f"must be {typed.len} bytes"))
     elif kind == "enum":
         if typed.HasField("const"):
-            add(lambda v, c=typed.const: v == c, f"must equal {typed.const}")
+            checks.append(_holds(operator.eq, typed.const, f"must equal {typed.const}"))
         if typed.defined_only:
-            defined = frozenset(value.number for value in field.enum_type.values)
-            add(lambda v: v in defined, "value must be one of the defined enum values")
+            enum = field.enum_type
+            assert enum is not None, f"{path}: enum rules on a field that is not an enum"
+            defined = frozenset(value.number for value in enum.values)
+            checks.append(_is_in(defined, "value must be one of the defined enum values"))
     elif kind == "bool":
         if typed.HasField("const"):
-            add(lambda v, c=typed.const: v == c, f"must equal {str(typed.const).lower()}")
+            checks.append(_holds(operator.eq, typed.const, f"must equal {str(typed.const).lower()}"))
     elif kind in NUMERIC_KINDS:
+        lower = [typed.gt] if typed.HasField("gt") else [typed.gte] if typed.HasField("gte") else []
+        upper = [typed.lt] if typed.HasField("lt") else [typed.lte] if typed.HasField("lte") else []
+        if lower and upper and upper[0] < lower[0]:
+            raise Unsupported(f"{path}: {kind} range reversed (the value must lie outside it)")
         if typed.HasField("const"):
-            add(lambda v, c=typed.const: v == c, f"must equal {typed.const}")
+            checks.append(_holds(operator.eq, typed.const, f"must equal {typed.const}"))
         if typed.HasField("gte"):
-            add(lambda v, n=typed.gte: v >= n, f"must be greater than or equal to {typed.gte}")  # type: ignore[operator]
+            checks.append(_holds(operator.ge, typed.gte, f"must be greater than or equal to {typed.gte}"))
         if typed.HasField("gt"):
-            add(lambda v, n=typed.gt: v > n, f"must be greater than {typed.gt}")  # type: ignore[operator]
+            checks.append(_holds(operator.gt, typed.gt, f"must be greater than {typed.gt}"))
         if typed.HasField("lte"):
-            add(lambda v, n=typed.lte: v <= n, f"must be less than or equal to {typed.lte}")  # type: ignore[operator]
+            checks.append(_holds(operator.le, typed.lte, f"must be less than or equal to {typed.lte}"))
         if typed.HasField("lt"):
-            add(lambda v, n=typed.lt: v < n, f"must be less than {typed.lt}")  # type: ignore[operator]
+            checks.append(_holds(operator.lt, typed.lt, f"must be less than {typed.lt}"))
     if kind in ("string", "enum", *NUMERIC_KINDS):
-        if len(typed.__getattribute__("in")):
-            allowed = frozenset(typed.__getattribute__("in"))
-            add(lambda v: v in allowed, f"must be in list {sorted(allowed)}")
-        if len(typed.not_in):
-            refused = frozenset(typed.not_in)
-            add(lambda v: v not in refused, f"must not be in list {sorted(refused)}")
+        allowed = frozenset(getattr(typed, "in"))
+        if allowed:
+            checks.append(_is_in(allowed, f"must be in list {sorted(allowed)}"))
+        refused = frozenset(typed.not_in)
+        if refused:
+            checks.append(_not_in(refused, f"must not be in list {sorted(refused)}"))
     return checks
 
 
@@ -166,77 +336,85 @@ def _field_rules(field: FieldDescriptor) -> rules_pb2.FieldRules | None:
     return None
 
 
-def _compile_field(field: FieldDescriptor) -> Check | None:
-    rules = _field_rules(field)
-    name = field.name
-    is_message = field.type == FieldDescriptor.TYPE_MESSAGE
-    is_repeated = field.is_repeated
-    is_map = is_message and field.message_type.GetOptions().map_entry
-    if rules is not None and (rules.cel or rules.cel_expression):
-        raise Unsupported(f"{name}: custom CEL")
-    ignore = rules.ignore if rules is not None else rules_pb2.IGNORE_UNSPECIFIED
-    if ignore == rules_pb2.IGNORE_ALWAYS:
-        return None
-    required = bool(rules and rules.required)
-    has_presence = field.has_presence
-    nested = _compiled(field.message_type) if is_message and not is_map else None
-    if is_map:
-        if rules is not None and rules.WhichOneof("type"):
-            raise Unsupported(f"{name}: map rules")
-        return None
-    if is_repeated:
-        item_checks: list[Callable[[object], str]] = []
-        bounds: list[Callable[[object], str]] = []
-        if rules is not None and rules.WhichOneof("type") == "repeated":
-            repeated = rules.repeated
-            if repeated.unique:
-                raise Unsupported(f"{name}: repeated.unique")
-            if repeated.HasField("min_items"):
-                bounds.append(
-                    lambda v, n=repeated.min_items: (
-                        "" if len(v) >= n else f"must contain at least {n} item(s)"
-                    )
-                )  # type: ignore[arg-type]
-            if repeated.HasField("max_items"):
-                bounds.append(
-                    lambda v, n=repeated.max_items: (
-                        "" if len(v) <= n else f"must contain no more than {n} item(s)"
-                    )
-                )  # type: ignore[arg-type]
-            if repeated.HasField("items"):
-                if repeated.items.cel or repeated.items.required:
-                    raise Unsupported(f"{name}: repeated.items cel/required")
-                item_checks = _value_checks(name, repeated.items, field)
-        elif rules is not None and rules.WhichOneof("type"):
-            raise Unsupported(f"{name}: {rules.WhichOneof('type')} rules on a repeated field")
-        if not (required or bounds or item_checks or (nested and nested.checks)):
-            return None
+def _has_checks(nested: _Compiled | None) -> bool:
+    return nested is not None and (nested.building or bool(nested.checks))
 
-        def check_repeated(message: Message) -> Iterator[FieldViolation]:
-            values = getattr(message, name)
-            if required and not len(values):
+
+def _repeated_bounds(rules: rules_pb2.RepeatedRules) -> list[ValueCheck]:
+    bounds: list[ValueCheck] = []
+    if rules.HasField("min_items"):
+        n = rules.min_items
+        bounds.append(_length_holds(operator.ge, n, f"must contain at least {n} item(s)"))
+    if rules.HasField("max_items"):
+        n = rules.max_items
+        bounds.append(_length_holds(operator.le, n, f"must contain no more than {n} item(s)"))
+    return bounds
+
+
+def _compile_repeated(
+    field: FieldDescriptor, rules: rules_pb2.FieldRules | None, nested: _Compiled | None
+) -> Check | None:
+    name = field.name
+    required = bool(rules and rules.required)
+    skip_empty = rules is not None and rules.ignore == rules_pb2.IGNORE_IF_ZERO_VALUE
+    item_checks: list[ValueCheck] = []
+    bounds: list[ValueCheck] = []
+    kind = rules.WhichOneof("type") if rules is not None else None
+    if rules is not None and kind == "repeated":
+        repeated = rules.repeated
+        if repeated.unique:
+            raise Unsupported(f"{name}: repeated.unique")
+        bounds = _repeated_bounds(repeated)
+        if repeated.HasField("items"):
+            items = repeated.items
+            if items.cel or items.cel_expression or items.required or items.ignore:
+                raise Unsupported(f"{name}: repeated.items cel/required/ignore")
+            item_checks = _value_checks(name, items, field)
+    elif kind is not None:
+        raise Unsupported(f"{name}: {kind} rules on a repeated field")
+    if not (required or bounds or item_checks or _has_checks(nested)):
+        return None
+
+    def check_repeated(message: Message) -> Iterator[FieldViolation]:
+        values = getattr(message, name)
+        if not len(values):
+            if required:
                 yield FieldViolation(name, "value is required", "required")
                 return
-            for bound in bounds:
-                if problem := bound(values):
-                    yield FieldViolation(name, problem, "repeated")
-            for index, value in enumerate(values):
-                for value_check in item_checks:
-                    if problem := value_check(value):
-                        yield FieldViolation(f"{name}[{index}]", problem, "repeated.items")
-                if nested is not None:
-                    for violation in _run(nested, value):
-                        yield FieldViolation(
-                            f"{name}[{index}].{violation.field}", violation.description, violation.reason
-                        )
+            if skip_empty:
+                return
+        for bound in bounds:
+            if problem := bound(values):
+                yield FieldViolation(name, problem, "repeated")
+        for index, value in enumerate(values):
+            for value_check in item_checks:
+                if problem := value_check(value):
+                    yield FieldViolation(f"{name}[{index}]", problem, "repeated.items")
+            if nested is not None:
+                for violation in _run(nested, value):
+                    yield FieldViolation(
+                        f"{name}[{index}].{violation.field}", violation.description, violation.reason
+                    )
 
-        return check_repeated
-    value_checks = [] if rules is None or is_message else _value_checks(name, rules, field)
-    if rules is not None and is_message and rules.WhichOneof("type") not in (None, "timestamp", "duration"):
-        raise Unsupported(f"{name}: {rules.WhichOneof('type')} rules")
-    if not (required or value_checks or (nested and nested.checks)):
+    return check_repeated
+
+
+def _compile_single(
+    field: FieldDescriptor, rules: rules_pb2.FieldRules | None, nested: _Compiled | None
+) -> Check | None:
+    name = field.name
+    kind = rules.WhichOneof("type") if rules is not None else None
+    if field.type == FieldDescriptor.TYPE_MESSAGE and kind not in (None, "timestamp", "duration"):
+        raise Unsupported(f"{name}: {kind} rules")
+    # Timestamps and durations only pass _value_checks with no rule but `example`.
+    value_checks = [] if rules is None else _value_checks(name, rules, field)
+    required = bool(rules and rules.required)
+    if not (required or value_checks or _has_checks(nested)):
         return None
-    skip_zero = ignore == rules_pb2.IGNORE_IF_ZERO_VALUE
+    has_presence = field.has_presence
+    zero = field.default_value
+    skip_zero = rules is not None and rules.ignore == rules_pb2.IGNORE_IF_ZERO_VALUE
+    reason = kind or ""
 
     def check(message: Message) -> Iterator[FieldViolation]:
         if has_presence and not message.HasField(name):
@@ -244,14 +422,15 @@ def _compile_field(field: FieldDescriptor) -> Check | None:
                 yield FieldViolation(name, "value is required", "required")
             return
         value = getattr(message, name)
-        if not has_presence and required and not value:
-            yield FieldViolation(name, "value is required", "required")
-            return
-        if skip_zero and not has_presence and not value:
-            return
+        if not has_presence and value == zero:
+            if required:
+                yield FieldViolation(name, "value is required", "required")
+                return
+            if skip_zero:
+                return
         for value_check in value_checks:
             if problem := value_check(value):
-                yield FieldViolation(name, problem, rules.WhichOneof("type") or "")  # type: ignore[union-attr]
+                yield FieldViolation(name, problem, reason)
         if nested is not None:
             for violation in _run(nested, value):
                 yield FieldViolation(f"{name}.{violation.field}", violation.description, violation.reason)
@@ -259,13 +438,60 @@ def _compile_field(field: FieldDescriptor) -> Check | None:
     return check
 
 
+def _compile_map_values(name: str, nested: _Compiled) -> Check | None:
+    """The checks of a map's message values (maps with rules of their own go to protovalidate)."""
+    if not _has_checks(nested):
+        return None
+
+    def check_map(message: Message) -> Iterator[FieldViolation]:
+        for key, value in getattr(message, name).items():
+            for violation in _run(nested, value):
+                yield FieldViolation(
+                    f"{name}[{key}].{violation.field}", violation.description, violation.reason
+                )
+
+    return check_map
+
+
+def _compile_field(field: FieldDescriptor) -> Check | None:
+    rules = _field_rules(field)
+    name = field.name
+    if rules is not None and (rules.cel or rules.cel_expression):
+        raise Unsupported(f"{name}: custom CEL")
+    if rules is not None and rules.ignore == rules_pb2.IGNORE_ALWAYS:
+        return None
+    message_type = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+    if message_type is not None and message_type.GetOptions().map_entry:
+        if rules is not None and rules.WhichOneof("type"):
+            raise Unsupported(f"{name}: map rules")
+        if rules is not None and rules.required:
+            raise Unsupported(f"{name}: required map")
+        value_type = message_type.fields_by_name["value"].message_type
+        return _compile_map_values(name, _compiled(value_type)) if value_type is not None else None
+    nested = _compiled(message_type) if message_type is not None else None
+    if field.is_repeated:
+        return _compile_repeated(field, rules, nested)
+    return _compile_single(field, rules, nested)
+
+
 def _run(compiled: _Compiled, message: Message) -> Iterator[FieldViolation]:
     for check in compiled.checks:
         yield from check(message)
 
 
-@cache
-def _compiled(descriptor: Descriptor) -> _Compiled:
+# Compiled message types. A compilation that starts from one type compiles the types of its
+# message fields into _building first, and publishes them all only if none needs protovalidate;
+# a field of a recursive type refers to the entry of its own type, still `building`.
+_COMPILED: dict[AnyDescriptor, _Compiled] = {}
+_building: dict[AnyDescriptor, _Compiled] = {}
+_compiling = threading.RLock()
+
+
+def _compile_message(descriptor: Descriptor) -> _Compiled:
+    compiled = _building.get(descriptor)
+    if compiled is not None:
+        return compiled
+    compiled = _building[descriptor] = _Compiled()
     options = descriptor.GetOptions()
     if options.HasExtension(rules_pb2.message):
         message_rules = options.Extensions[rules_pb2.message]
@@ -275,7 +501,28 @@ def _compiled(descriptor: Descriptor) -> _Compiled:
         if oneof.GetOptions().HasExtension(rules_pb2.oneof):
             raise Unsupported(f"{descriptor.full_name}.{oneof.name}: oneof rules")
     checks = [check for field in descriptor.fields if (check := _compile_field(field)) is not None]
-    return _Compiled(tuple(checks))
+    compiled.checks = tuple(checks)
+    compiled.building = False
+    return compiled
+
+
+def _compiled(descriptor: Descriptor) -> _Compiled:
+    """The checks of a message type; raises Unsupported when one of its rules needs protovalidate."""
+    compiled = _COMPILED.get(descriptor)
+    if compiled is not None:
+        return compiled
+    with _compiling:
+        compiled = _COMPILED.get(descriptor)
+        if compiled is not None:
+            return compiled
+        if _building:  # a message field's type, inside the compilation of another type
+            return _compile_message(descriptor)
+        try:
+            compiled = _compile_message(descriptor)
+            _COMPILED.update(_building)
+        finally:
+            _building.clear()
+        return compiled
 
 
 @cache
@@ -307,9 +554,12 @@ def _protovalidate_violations(message: Message) -> list[FieldViolation]:
 
 def violations(message: Message) -> list[FieldViolation]:
     """Every violated field rule of `message` (empty when valid)."""
-    if _is_compiled(message.DESCRIPTOR):
-        return list(_run(_compiled(message.DESCRIPTOR), message))
-    return _protovalidate_violations(message)
+    compiled = _COMPILED.get(message.DESCRIPTOR)
+    if compiled is None:
+        if not _is_compiled(message.DESCRIPTOR):
+            return _protovalidate_violations(message)
+        compiled = _COMPILED[message.DESCRIPTOR]
+    return list(_run(compiled, message))
 
 
 def validate(message: Message) -> None:

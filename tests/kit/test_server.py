@@ -75,7 +75,9 @@ async def test_domain_errors_map_to_status_with_error_info(start_probe: StartPro
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         info = detail(rich_status(raised.value), error_details_pb2.ErrorInfo)
         assert (info.reason, info.domain, dict(info.metadata)) == (
-            "INSUFFICIENT_FUNDS", "probe-b.finmesh.io", {"account": "acc-1"}
+            "INSUFFICIENT_FUNDS",
+            "probe-b.finmesh.io",
+            {"account": "acc-1"},
         )
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Fail(messages.FailRequest(request_id="req-00002", kind="not_found"))
@@ -87,7 +89,9 @@ async def test_domain_errors_map_to_status_with_error_info(start_probe: StartPro
         assert "Traceback" not in str(raised.value)
 
 
-async def test_idempotent_replay_and_key_reuse(start_probe: StartProbe, probe: Any, database: Database) -> None:
+async def test_idempotent_replay_and_key_reuse(
+    start_probe: StartProbe, probe: Any, database: Database
+) -> None:
     messages, stubs = probe
     app = await start_probe("probe-b", database=database)
     async with client_channel(app, "gateway") as channel:
@@ -96,13 +100,18 @@ async def test_idempotent_replay_and_key_reuse(start_probe: StartProbe, probe: A
         again = await stub.Transfer(messages.TransferRequest(request_id="transfer-0001", amount="100"))
         assert again == first
         concurrent = await asyncio.gather(
-            *[stub.Transfer(messages.TransferRequest(request_id="transfer-0002", amount="5")) for _ in range(8)]
+            *[
+                stub.Transfer(messages.TransferRequest(request_id="transfer-0002", amount="5"))
+                for _ in range(8)
+            ]
         )
         assert len({response.execution for response in concurrent}) == 1
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Transfer(messages.TransferRequest(request_id="transfer-0001", amount="101"))
         assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert detail(rich_status(raised.value), error_details_pb2.ErrorInfo).reason == "IDEMPOTENCY_KEY_REUSED"
+        assert (
+            detail(rich_status(raised.value), error_details_pb2.ErrorInfo).reason == "IDEMPOTENCY_KEY_REUSED"
+        )
 
 
 async def test_deadline_propagates_to_downstream_calls(start_probe: StartProbe, probe: Any) -> None:
@@ -165,20 +174,32 @@ async def test_end_user_from_verified_jwt(start_probe: StartProbe, probe: Any, t
     key = ec.generate_private_key(ec.SECP256R1())
     keys_file = tmp_path / "jwks.pem"
     keys_file.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     app = await start_probe("probe-b", jwt_public_keys_file=keys_file)
     now = datetime.datetime.now(datetime.UTC)
-    claims = {"sub": "user-42", "iat": now, "exp": now + datetime.timedelta(minutes=5),
-              "iss": "finmesh-auth", "aud": "finmesh", "roles": ["user"]}
+    claims = {
+        "sub": "user-42",
+        "iat": now,
+        "exp": now + datetime.timedelta(minutes=5),
+        "iss": "finmesh-auth",
+        "aud": "finmesh",
+        "roles": ["user"],
+    }
     good = jwt.encode(claims, key, algorithm="ES256")
     forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
     async with client_channel(app, "gateway") as channel:
         stub = stubs.ProbeServiceStub(channel)
-        response = await stub.Echo(messages.EchoRequest(text="hi"), metadata=(("authorization", f"Bearer {good}"),))
+        response = await stub.Echo(
+            messages.EchoRequest(text="hi"), metadata=(("authorization", f"Bearer {good}"),)
+        )
         assert response.user == "user-42"
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.Echo(messages.EchoRequest(text="hi"), metadata=(("authorization", f"Bearer {forged}"),))
+            await stub.Echo(
+                messages.EchoRequest(text="hi"), metadata=(("authorization", f"Bearer {forged}"),)
+            )
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

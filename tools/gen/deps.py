@@ -19,7 +19,9 @@ VALIDATE_PROTO = "buf/validate/validate.proto"
 
 
 def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(f"{module}.annotations_pb2" if module == "google.api" else f"{module}.status_pb2")
+    spec = importlib.util.find_spec(
+        f"{module}.annotations_pb2" if module == "google.api" else f"{module}.status_pb2"
+    )
     if spec is None or spec.origin is None:
         raise SystemExit(f"googleapis-common-protos is not installed: cannot find {module}")
     return Path(spec.origin).parent
@@ -39,13 +41,16 @@ def _fetch_validate_proto() -> None:
     destination = DEPS_DIR / VALIDATE_PROTO
     if destination.exists():
         return
-    group, artifact, version = PROTOVALIDATE_ARTIFACT.split(":")
+    _group, artifact, version = PROTOVALIDATE_ARTIFACT.split(":")
     jar_dir = ROOT / ".build" / "mvn"
     jar = jar_dir / f"{artifact}-{version}.jar"
     if not jar.exists():
         subprocess.run(
             [
-                "mvn", "-q", "-B", "dependency:copy",
+                "mvn",
+                "-q",
+                "-B",
+                "dependency:copy",
                 f"-Dartifact={PROTOVALIDATE_ARTIFACT}",
                 f"-DoutputDirectory={jar_dir}",
             ],

@@ -50,16 +50,20 @@ def generate_python() -> None:
     protos = project_protos()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
-        _run_protoc([
-            _plugin("protoc-gen-mypy"),
-            _plugin("protoc-gen-mypy_grpc"),
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            f"--mypy_out={out}",
-            f"--mypy_grpc_out={out}",
-            *protos,
-        ])
-        _run_protoc([_plugin("protoc-gen-mypy"), f"--python_out={out}", f"--mypy_out={out}", *THIRD_PARTY_GENERATED])
+        _run_protoc(
+            [
+                _plugin("protoc-gen-mypy"),
+                _plugin("protoc-gen-mypy_grpc"),
+                f"--python_out={out}",
+                f"--grpc_python_out={out}",
+                f"--mypy_out={out}",
+                f"--mypy_grpc_out={out}",
+                *protos,
+            ]
+        )
+        _run_protoc(
+            [_plugin("protoc-gen-mypy"), f"--python_out={out}", f"--mypy_out={out}", *THIRD_PARTY_GENERATED]
+        )
         remove_empty_grpc_modules(out)
         _add_init_files(out)
         for template in sorted(SDK_TEMPLATE_DIR.iterdir()):
@@ -73,12 +77,14 @@ def generate_python() -> None:
 def generate_descriptor_set() -> None:
     """One FileDescriptorSet with imports and comments: what the gateway and the docs load."""
     DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
-    _run_protoc([
-        f"--descriptor_set_out={DESCRIPTOR_SET}",
-        "--include_imports",
-        "--include_source_info",
-        *project_protos(),
-    ])
+    _run_protoc(
+        [
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            "--include_imports",
+            "--include_source_info",
+            *project_protos(),
+        ]
+    )
 
 
 def remove_empty_grpc_modules(root: Path) -> None:
