@@ -5,7 +5,8 @@ evaluates them through a pure-Python CEL interpreter, which costs milliseconds p
 so the kit compiles the standard rules the contracts use (lengths, patterns, ranges, enums,
 required, repeated bounds, nested messages) into plain Python checks once per message type,
 and hands any message type carrying a rule outside that set (custom CEL, formats such as
-email or URI) to protovalidate itself. tests/kit/test_validation.py checks that both agree.
+email or URI) to protovalidate itself. Patterns keep RE2's meaning (see _python_pattern).
+tests/kit/test_validation.py checks that both agree.
 """
 
 from __future__ import annotations

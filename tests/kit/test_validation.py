@@ -6,7 +6,8 @@ every request message of the generated SDK with a mix of valid-looking and inval
 long and boundary-length strings, strings matching a field's pattern with and without a trailing
 newline, integers at the edges of declared ranges, undefined enum numbers, nested messages set and
 unset, repeated fields of 0..N items), and the set of violated field paths must be the same from
-the kit as from protovalidate's own Validator.
+the kit as from protovalidate's own Validator. tests/kit/shapes adds messages that use every rule
+the kit compiles, and maps, recursion and ignore modes, beyond what the contracts use today.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from svc.kit.errors import FieldViolation
 PROBE_PROTO = Path(__file__).parent / "probe" / "finmesh" / "kitprobe" / "v1" / "probe.proto"
 SHAPES_PROTO = Path(__file__).parent / "shapes" / "kitvalidation_shapes.proto"
 SDK_ROOT = Path(finmesh.__file__).parent
-PROBE_DIR_DEPS = Path(__file__).resolve().parents[2] / ".build" / "proto-deps"  # buf/validate/validate.proto
+PROTO_DEPS = Path(__file__).resolve().parents[2] / ".build" / "proto-deps"  # buf/validate/validate.proto
 PROBE_EXAMPLES = 30
 SHAPES_EXAMPLES = 60
 CONTRACT_EXAMPLES = 6
@@ -90,7 +91,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     args = [
         "protoc",
         f"-I{SHAPES_PROTO.parent}",
-        f"-I{PROBE_DIR_DEPS}",
+        f"-I{PROTO_DEPS}",
         f"-I{resources.files('grpc_tools') / '_proto'}",
         f"--python_out={out}",
         SHAPES_PROTO.name,
