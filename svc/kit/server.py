@@ -22,7 +22,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from svc.kit import catalog as catalog_module
-from svc.kit import migrate
 from svc.kit.bus import EventBus, InProcessBus, KafkaBus
 from svc.kit.catalog import Catalog, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
@@ -118,6 +117,10 @@ class ServiceApp:
             self.server,
         )
         if migrate_database:
+            # Imported here: Alembic costs every process half a second of start-up, and a
+            # service without migrations never needs it.
+            from svc.kit import migrate
+
             await migrate.upgrade(self.database, migrations)
         address = f"{self.settings.host}:{self.port}"
         if self.settings.tls:
