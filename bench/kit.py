@@ -3,7 +3,8 @@
 Each server runs in its own process; the load comes from this process over one mTLS channel
 with a fixed number of concurrent callers and a fixed number of calls, so the run is bounded.
 Rounds alternate between servers so that drift on the machine hits both alike; the figure is
-the ratio of median throughputs. The sync server is measured the same way for the docs.
+the median over rounds of the kit's throughput divided by the bare server's in the same
+round. The sync server is measured the same way for the docs.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from svc.kit.mtls import LocalCA
 from tests.kit.probe import compile_probe
 
 MODES = ("kit", "bare-aio", "bare-sync")
-CALLS_PER_ROUND = 3000
+CALLS_PER_ROUND = 4000
 WARMUP_CALLS = 300
 CONCURRENCY = 32
-ROUNDS = 3
+ROUNDS = 7
 SERVER_START_TIMEOUT_S = 30
 
 
@@ -82,6 +83,12 @@ def run() -> list[Figure]:
                 process.kill()
                 process.wait()
     median = {mode: statistics.median(values) for mode, values in rates.items()}
+    kit_ratio = statistics.median(
+        kit / bare for kit, bare in zip(rates["kit"], rates["bare-aio"], strict=True)
+    )
+    sync_ratio = statistics.median(
+        sync / bare for sync, bare in zip(rates["bare-sync"], rates["bare-aio"], strict=True)
+    )
     detail = {
         "calls_per_round": CALLS_PER_ROUND,
         "rounds": ROUNDS,
@@ -89,9 +96,9 @@ def run() -> list[Figure]:
         "rps": {mode: [round(value, 1) for value in values] for mode, values in rates.items()},
     }
     return [
-        Figure("kit", "throughput_ratio", median["kit"] / median["bare-aio"], "ratio", ">=0.8", detail),
+        Figure("kit", "throughput_ratio", kit_ratio, "ratio", ">=0.8", detail),
         Figure("kit", "kit_rps", median["kit"], "rps", "", {}),
         Figure("kit", "bare_aio_rps", median["bare-aio"], "rps", "", {}),
         Figure("kit", "bare_sync_rps", median["bare-sync"], "rps", "", {}),
-        Figure("kit", "sync_over_aio_ratio", median["bare-sync"] / median["bare-aio"], "ratio", "", {}),
+        Figure("kit", "sync_over_aio_ratio", sync_ratio, "ratio", "", {}),
     ]

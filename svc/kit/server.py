@@ -27,7 +27,7 @@ from svc.kit.catalog import Catalog, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
 from svc.kit.db import Database
 from svc.kit.identity import TokenVerifier
-from svc.kit.interceptors import ServerChain, TracingInterceptor
+from svc.kit.interceptors import ServerChain
 from svc.kit.mtls import LocalCA
 from svc.kit.telemetry import RpcMetrics, configure_logging, configure_tracing
 
@@ -69,7 +69,7 @@ class ServiceApp:
             verifier=verifier,
             require_peer_identity=settings.tls,
         )
-        self._server = grpc.aio.server(interceptors=[TracingInterceptor(), self._chain])
+        self._server = grpc.aio.server(interceptors=[self._chain])
 
     @property
     def server(self) -> grpc.aio.Server:

@@ -80,10 +80,19 @@ class RpcMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(self.service, method, code).inc()
-        self.latency.labels(self.service, method).observe(seconds)
+        # Label look-ups take a lock and build a tuple each time; the children are few and fixed.
+        children = self._children.get((method, code))
+        if children is None:
+            children = (
+                self.requests.labels(self.service, method, code),
+                self.latency.labels(self.service, method),
+            )
+            self._children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serve(self, host: str, port: int) -> None:
         """Exposes /metrics on host:port in a background thread."""
