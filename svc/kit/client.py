@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-from svc.kit.catalog import Catalog
 from svc.kit.context import call as current_call
 from svc.kit.identity import USER_TOKEN_METADATA
 from svc.kit.mtls import LocalCA
@@ -84,11 +83,3 @@ def channel(
     # Certificates name 127.0.0.1 and localhost; the override keeps the check strict for other hosts.
     options = [("grpc.ssl_target_name_override", "localhost")]
     return grpc.aio.secure_channel(target, credentials.channel(), options=options, interceptors=interceptors)
-
-
-def channel_to(
-    service: str, *, catalog: Catalog, identity: str, ca: LocalCA | None, host: str = "127.0.0.1"
-) -> grpc.aio.Channel:
-    """A channel from `identity` to a catalog service on its local port."""
-    entry = catalog.service(service)
-    return channel(f"{host}:{entry.port}", identity=identity, ca=ca)

@@ -35,6 +35,9 @@ class KitSettings(BaseSettings):
     database_schema: str = ""
     bus: Literal["inprocess", "kafka"] = "inprocess"
     kafka_bootstrap_servers: str = ""
+    # Where the other services listen, as JSON {"ledger": "127.0.0.1:50501"}; a service not
+    # named here is reached on its catalog port. The launcher sets it when ports are moved.
+    endpoints: dict[str, str] = Field(default_factory=dict)
     grace_period_s: float = Field(default=10.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # PEM file with the public keys that verify end-user JWTs forwarded by the edge.

@@ -328,11 +328,14 @@ class Child:
             os.killpg(self.process.pid, signum)
 
 
-def child_environment(endpoint: Endpoint, layout: Layout, grace_s: float) -> dict[str, str]:
-    """The child's environment: the launcher's, plus where it listens and where its PKI and data are."""
+def child_environment(
+    endpoint: Endpoint, layout: Layout, grace_s: float, peers: Sequence[Endpoint] = ()
+) -> dict[str, str]:
+    """The child's environment: the launcher's, plus where it and its peers listen, its PKI and data."""
     env = dict(os.environ)
     env.update(
         {
+            "FINMESH_ENDPOINTS": json.dumps({peer.service: peer.address for peer in peers}, sort_keys=True),
             "FINMESH_HOST": endpoint.host,
             "FINMESH_PORT": str(endpoint.port),
             "FINMESH_METRICS_PORT": str(endpoint.metrics_port),
@@ -346,7 +349,7 @@ def child_environment(endpoint: Endpoint, layout: Layout, grace_s: float) -> dic
     return env
 
 
-def spawn(endpoint: Endpoint, layout: Layout, grace_s: float) -> Child:
+def spawn(endpoint: Endpoint, layout: Layout, grace_s: float, peers: Sequence[Endpoint] = ()) -> Child:
     """Starts `finmesh serve <service>` in a new process group, its output in the service's log."""
     log_path = layout.log_file(endpoint.service)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +359,7 @@ def spawn(endpoint: Endpoint, layout: Layout, grace_s: float) -> Child:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=child_environment(endpoint, layout, grace_s),
+            env=child_environment(endpoint, layout, grace_s, peers),
             start_new_session=True,
             # Safe here: the launcher starts no threads before its children.
             preexec_fn=_death_signal_hook(),
@@ -429,7 +432,7 @@ class Launcher:
         )
         started = time.monotonic()
         for endpoint in self.endpoints:
-            self._children.append(spawn(endpoint, self.layout, self.grace_s))
+            self._children.append(spawn(endpoint, self.layout, self.grace_s, self.endpoints))
         write_endpoints(self.layout.endpoints_file, self.profile, self.endpoints, ready=False)
         outcome, statuses = await self._wait_until_serving()
         if outcome is Outcome.FAILED:

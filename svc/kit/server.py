@@ -22,8 +22,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from svc.kit import catalog as catalog_module
+from svc.kit import client
 from svc.kit.bus import EventBus, InProcessBus, KafkaBus
-from svc.kit.catalog import Catalog, ServiceEntry
+from svc.kit.catalog import Catalog, CatalogError, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
 from svc.kit.db import Database
 from svc.kit.identity import TokenVerifier
@@ -57,6 +58,7 @@ class ServiceApp:
         self._bus = bus
         self._database: Database | None = None
         self._service_names: list[str] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         verifier = TokenVerifier.from_pem_file(
@@ -97,6 +99,28 @@ class ServiceApp:
     def _default_database_url(self) -> str:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{(self.settings.data_dir / self.name).with_suffix('.db')}"
+
+    def channel_to(self, service: str) -> grpc.aio.Channel:
+        """A channel to another service of the mesh, as this service; only to services it may call.
+
+        Refusing here, at the first use, names the missing catalog edge; the callee would only
+        answer PERMISSION_DENIED.
+        """
+        existing = self._channels.get(service)
+        if existing is not None:
+            return existing
+        if service not in self.entry.calls:
+            raise CatalogError(
+                f"{self.name!r} may not call {service!r}: add it to its 'calls' in the catalog"
+            )
+        target = self.settings.endpoints.get(service)
+        if target is None:
+            catalog = self.catalog or catalog_module.default()
+            target = f"{self.settings.host}:{catalog.service(service).port}"
+        ca = LocalCA(self.settings.pki_dir) if self.settings.tls else None
+        created = client.channel(target, identity=self.name, ca=ca)
+        self._channels[service] = created
+        return created
 
     def add_servicer(self, register: RegisterFunction, servicer: Any, service_name: str) -> None:
         """Registers a servicer (with its generated add_*_to_server) under its full service name."""
@@ -146,6 +170,8 @@ class ServiceApp:
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s if grace_s is not None else self.settings.grace_period_s)
+        for channel in self._channels.values():
+            await channel.close()
         if self._bus is not None:
             await self._bus.stop()
         if self._database is not None:

@@ -85,10 +85,8 @@ def make_servicer(probe: tuple[ModuleType, ModuleType], app: ServiceApp, databas
             return messages.SleepResponse()
 
         async def Relay(self, request: Any, context: Any) -> Any:
-            async with channel(
-                request.target, identity=app.name, ca=LocalCA(app.settings.pki_dir)
-            ) as downstream:
-                response = await stubs.ProbeServiceStub(downstream).Echo(messages.EchoRequest(text="relayed"))
+            downstream = app.channel_to(request.target)
+            response = await stubs.ProbeServiceStub(downstream).Echo(messages.EchoRequest(text="relayed"))
             return messages.RelayResponse(downstream=response)
 
         async def Count(self, request: Any, context: Any) -> AsyncIterator[Any]:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from svc.kit.catalog import CatalogError
 from svc.kit.db import Database
 from svc.kit.interceptors import STATUS_DETAILS_KEY
 from svc.kit.mtls import LocalCA
@@ -117,14 +118,21 @@ async def test_idempotent_replay_and_key_reuse(
 async def test_deadline_propagates_to_downstream_calls(start_probe: StartProbe, probe: Any) -> None:
     messages, stubs = probe
     downstream = await start_probe("probe-b")
-    upstream = await start_probe("probe-a")
+    upstream = await start_probe("probe-a", endpoints={"probe-b": f"127.0.0.1:{downstream.port}"})
     async with client_channel(upstream, "gateway") as channel:
         stub = stubs.ProbeServiceStub(channel)
-        relayed = await stub.Relay(messages.RelayRequest(target=f"127.0.0.1:{downstream.port}"), timeout=2.0)
+        relayed = await stub.Relay(messages.RelayRequest(target="probe-b"), timeout=2.0)
         assert 0 < float(relayed.downstream.time_remaining) < 2.0
         assert relayed.downstream.caller == "probe-a"
-        unbounded = await stub.Relay(messages.RelayRequest(target=f"127.0.0.1:{downstream.port}"))
+        unbounded = await stub.Relay(messages.RelayRequest(target="probe-b"))
         assert unbounded.downstream.time_remaining == "-1"
+
+
+async def test_a_service_reaches_only_the_services_the_catalog_lets_it_call(start_probe: StartProbe) -> None:
+    app = await start_probe("probe-a")
+    with pytest.raises(CatalogError, match="'probe-a' may not call 'outsider'"):
+        app.channel_to("outsider")
+    assert app.channel_to("probe-b") is app.channel_to("probe-b")
 
 
 async def test_mtls_refuses_unknown_clients_and_disallowed_callers(
