@@ -1,15 +1,17 @@
-"""The kit's server interceptor: one ordered chain of steps around every RPC handler.
+"""The kit's server chain: one ordered chain of steps around every RPC handler.
 
 Order:
-0. OpenTelemetry's server wrapper (opentelemetry-instrumentation-grpc) opens the span from the
-   caller's trace context; it is applied inside this interceptor rather than as a second one;
+0. open the server span from the caller's trace context (telemetry.ServerSpans);
 1. measure and log the call (Prometheus metrics, JSON access log with the trace id);
 2. map errors: DomainError -> status + ErrorInfo/BadRequest, anything else -> INTERNAL;
 3. admit the call: caller identity from the mTLS certificate and its authorization against the
    catalog, the end user from a verified JWT, the caller's deadline, request validation;
 4. the handler.
-The steps are plain calls inside one coroutine rather than nested wrappers: every layer of
-awaiting costs throughput on the hottest path of the platform.
+The steps are plain calls inside one coroutine rather than nested wrappers, and the chain is
+applied to each method's handler once, when the service is registered: every layer of awaiting
+and every per-call look-up costs throughput on the hottest path of the platform. Health and
+reflection are registered beside the chain, so probes answer while draining and need no
+certificate identity beyond the mesh CA.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from google.protobuf.message import Message
 from svc.kit import errors, identity
 from svc.kit.catalog import Catalog
 from svc.kit.context import CallContext, current_call
-from svc.kit.telemetry import RpcMetrics
+from svc.kit.telemetry import RpcMetrics, ServerSpans
 from svc.kit.validation import validate
 
 log = logging.getLogger("finmesh.rpc")
@@ -34,17 +36,15 @@ log = logging.getLogger("finmesh.rpc")
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-# Infrastructure RPCs: any holder of a certificate from the mesh CA may call them, and they
-# stay outside the chain (probes must answer while draining; health Watch is long-lived).
-OPEN_METHOD_PREFIXES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
 
 
-class ServerChain(grpc.aio.ServerInterceptor):
-    """Wraps each unary handler in the kit's steps."""
+class ServerChain:
+    """Wraps each handler of a service in the kit's steps, once, when the service is registered.
+
+    grpc.aio's interceptor API runs every interceptor on every call to resolve the handler;
+    wrapping the method handlers at registration gives the same chain for a fraction of the
+    per-call cost, which is what keeps the kit near the bare server's throughput.
+    """
 
     def __init__(
         self,
@@ -56,44 +56,18 @@ class ServerChain(grpc.aio.ServerInterceptor):
         require_peer_identity: bool,
     ) -> None:
         self._service = service
-        self._catalog = catalog
         self._metrics = metrics
         self._verifier = verifier
         self._require_peer_identity = require_peer_identity
         self._allowed = catalog.allowed_callers(service) if catalog and service in catalog.services else None
-        # grpc.aio asks interceptors for a handler on every call; wrapping once per method keeps
-        # the per-call cost to a dictionary look-up.
-        self._wrapped: dict[str, Handler] = {}
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        self._spans = ServerSpans()
 
-        # opentelemetry-instrumentation-grpc ships no annotations for its factories.
-        self._tracing: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    def wrap_service(self, service_name: str, handlers: dict[str, Handler]) -> dict[str, Handler]:
+        """The handlers of one gRPC service, each wrapped in the chain."""
+        return {name: self.wrap(f"/{service_name}/{name}", handler) for name, handler in handlers.items()}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
-        ours = self._wrap(method, handler)
-
-        async def resolved(_details: grpc.HandlerCallDetails) -> Handler:
-            return ours
-
-        # The span opens outside the chain, so that refusals and errors are traced too.
-        # OpenTelemetry's wrapper reads only the method name from the call details, which is
-        # what makes caching its wrapped handler per method sound.
-        traced = await self._tracing.intercept_service(resolved, handler_call_details)
-        self._wrapped[method] = traced or ours
-        return traced or ours
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """One method's handler inside the kit's steps."""
         if handler.request_streaming:
             # No finmesh contract streams requests; refusing keeps such an RPC from ever
             # bypassing identity, authorization and validation.
@@ -120,8 +94,10 @@ class ServerChain(grpc.aio.ServerInterceptor):
             call = CallContext(method=method)
             token = current_call.set(call)
             started = time.perf_counter()
+            metadata = context.invocation_metadata()
+            span, span_token = self._spans.start(method, metadata)
             try:
-                self._admit(call, request, context)
+                self._admit(call, request, context, metadata)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 call.status_code = context.code().name if context.code() else "UNKNOWN"
@@ -130,6 +106,7 @@ class ServerChain(grpc.aio.ServerInterceptor):
                 await self._abort(call, context, error)
             finally:
                 self._observe(call, time.perf_counter() - started)
+                self._spans.end(span, span_token, call.status_code)
                 current_call.reset(token)
 
         return handle
@@ -139,8 +116,10 @@ class ServerChain(grpc.aio.ServerInterceptor):
             call = CallContext(method=method)
             token = current_call.set(call)
             started = time.perf_counter()
+            metadata = context.invocation_metadata()
+            span, span_token = self._spans.start(method, metadata)
             try:
-                self._admit(call, request, context)
+                self._admit(call, request, context, metadata)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -150,6 +129,7 @@ class ServerChain(grpc.aio.ServerInterceptor):
                 await self._abort(call, context, error)
             finally:
                 self._observe(call, time.perf_counter() - started)
+                self._spans.end(span, span_token, call.status_code)
                 current_call.reset(token)
 
         return handle
@@ -196,9 +176,9 @@ class ServerChain(grpc.aio.ServerInterceptor):
             trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
         )
 
-    def _admit(self, call: CallContext, request: Message, context: Any) -> None:
+    def _admit(self, call: CallContext, request: Message, context: Any, metadata: Any) -> None:
         """Identity, authorization, end user, deadline and validation; raises DomainError to refuse."""
-        call.caller = identity.peer_service(context.auth_context() or {})
+        call.caller = identity.peer_service(context.peer_identities())
         if self._require_peer_identity:
             if not call.caller:
                 raise errors.Unauthenticated("no service identity in the peer certificate")
@@ -207,7 +187,7 @@ class ServerChain(grpc.aio.ServerInterceptor):
                     f"service {call.caller!r} may not call {self._service!r}",
                     metadata={"caller": call.caller, "service": self._service},
                 )
-        token = identity.bearer_token(context.invocation_metadata())
+        token = identity.bearer_token(metadata)
         if token:
             call.user = self._verifier.verify(token)
         remaining = context.time_remaining()

@@ -28,13 +28,13 @@ from svc.kit.catalog import Catalog, CatalogError, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
 from svc.kit.db import Database
 from svc.kit.identity import TokenVerifier
-from svc.kit.interceptors import ServerChain
+from svc.kit.interceptors import Handler, ServerChain
 from svc.kit.mtls import LocalCA
 from svc.kit.telemetry import RpcMetrics, configure_logging, configure_tracing
 
 log = logging.getLogger("finmesh.server")
 
-RegisterFunction = Callable[[Any, grpc.aio.Server], None]
+RegisterFunction = Callable[[Any, Any], None]
 
 
 class ServiceApp:
@@ -71,7 +71,8 @@ class ServiceApp:
             verifier=verifier,
             require_peer_identity=settings.tls,
         )
-        self._server = grpc.aio.server(interceptors=[self._chain])
+        self._server = grpc.aio.server()
+        self._pending: list[tuple[str, dict[str, Handler]]] = []
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -123,14 +124,27 @@ class ServiceApp:
         return created
 
     def add_servicer(self, register: RegisterFunction, servicer: Any, service_name: str) -> None:
-        """Registers a servicer (with its generated add_*_to_server) under its full service name."""
-        register(servicer, self.server)
+        """Registers a servicer through its generated add_*_to_server; it is served from start()."""
+        capture = _HandlerCapture()
+        register(servicer, capture)
+        if set(capture.services) != {service_name}:
+            raise ValueError(
+                f"{register.__name__} registers {sorted(capture.services)}, not {service_name!r}"
+            )
+        self._pending.append((service_name, capture.services[service_name]))
         self._service_names.append(service_name)
 
     async def start(self, *, migrations: Path | None = None, migrate_database: bool = False) -> None:
         """Migrates (when asked), binds, starts serving and reports SERVING once ready."""
         for name in (*self._service_names, health.OVERALL_HEALTH):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service_name, handlers in self._pending:
+            wrapped = self._chain.wrap_service(service_name, handlers)
+            self.server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service_name, wrapped),)
+            )
+            self.server.add_registered_method_handlers(service_name, wrapped)
+        self._pending.clear()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
@@ -180,6 +194,20 @@ class ServiceApp:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
+
+
+class _HandlerCapture:
+    """Stands in for the server in a generated add_*_to_server, keeping its method handlers."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Handler]] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        # The same handlers arrive through add_registered_method_handlers, by method name.
+        pass
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, Handler]) -> None:
+        self.services[service_name] = dict(handlers)
 
 
 def unimplemented_builder(entry: ServiceEntry) -> Callable[[ServiceApp], None]:
