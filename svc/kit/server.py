@@ -13,7 +13,7 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from svc.kit.db import Database
 from svc.kit.identity import TokenVerifier
 from svc.kit.interceptors import Handler, ServerChain
 from svc.kit.mtls import LocalCA
+from svc.kit.outbox import OutboxRelay
 from svc.kit.telemetry import RpcMetrics, configure_logging, configure_tracing
 
 log = logging.getLogger("finmesh.server")
@@ -59,6 +60,9 @@ class ServiceApp:
         self._database: Database | None = None
         self._service_names: list[str] = []
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._relay: OutboxRelay | None = None
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         verifier = TokenVerifier.from_pem_file(
@@ -123,6 +127,14 @@ class ServiceApp:
         self._channels[service] = created
         return created
 
+    def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Runs `hook` once the database is migrated, before the service reports SERVING."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Runs `hook` after in-flight RPCs have drained, before the database closes (reverse order)."""
+        self._on_stop.append(hook)
+
     def add_servicer(self, register: RegisterFunction, servicer: Any, service_name: str) -> None:
         """Registers a servicer through its generated add_*_to_server; it is served from start()."""
         capture = _HandlerCapture()
@@ -160,6 +172,12 @@ class ServiceApp:
             from svc.kit import migrate
 
             await migrate.upgrade(self.database, migrations)
+            # A service with a database has an outbox: its relay publishes what handlers commit.
+            await self.bus.start()
+            self._relay = OutboxRelay(self.database, self.bus)
+            await self._relay.start()
+        for hook in self._on_start:
+            await hook()
         address = f"{self.settings.host}:{self.port}"
         if self.settings.tls:
             credentials = LocalCA(self.settings.pki_dir).credentials(self.name)
@@ -186,6 +204,10 @@ class ServiceApp:
         await self.server.stop(grace_s if grace_s is not None else self.settings.grace_period_s)
         for channel in self._channels.values():
             await channel.close()
+        for hook in reversed(self._on_stop):
+            await hook()
+        if self._relay is not None:
+            await self._relay.stop()
         if self._bus is not None:
             await self._bus.stop()
         if self._database is not None:
@@ -231,7 +253,7 @@ def builder_for(entry: ServiceEntry) -> tuple[Callable[[ServiceApp], None], Path
         if missing.name not in (entry.package, f"{entry.package}.main"):
             raise
         return unimplemented_builder(entry), None
-    migrations = Path(module.__file__ or "").parent / "migrations"
+    migrations = Path(module.__file__ or "").parent / "migrations" / "versions"
     build: Callable[[ServiceApp], None] = module.build
     return build, migrations if migrations.is_dir() else None
 

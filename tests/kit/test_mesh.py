@@ -194,9 +194,15 @@ async def test_every_service_answers_health_checks(mesh: Mesh) -> None:
             assert await health_of(channel, catalog.service(name).grpc_service) == "SERVING"
 
 
+def _has_implementation(service: str) -> bool:
+    return (Path(__file__).resolve().parents[2] / "svc" / service.replace("-", "_") / "main.py").exists()
+
+
 async def test_an_unimplemented_rpc_answers_unimplemented(mesh: Mesh) -> None:
     catalog = catalog_module.default()
-    for name in MESH_SERVICES:
+    unimplemented = [name for name in MESH_SERVICES if not _has_implementation(name)]
+    assert unimplemented, "the mesh test needs one service that has no implementation yet"
+    for name in unimplemented:
         methods = [
             method
             for method in methods_of(catalog.service(name).grpc_service)
