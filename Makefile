@@ -11,7 +11,7 @@ BUF := .build/npm/node_modules/.bin/buf
 PROFILE ?= full
 BENCH ?=
 
-.PHONY: help venv gen gen-check lint breaking test run bench system-packages kafka-libs clean
+.PHONY: help venv gen gen-check lint breaking deploy-check test run bench system-packages kafka-libs clean
 
 help:
 	@echo "make run         start every service of PROFILE (default: full) on loopback with mTLS"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint        buf lint + buf format, ruff, mypy (strict on the kit)"
 	@echo "make breaking    buf breaking against the released contracts (.ci/contracts-baseline)"
 	@echo "make bench       run the benchmarks (BENCH=<name> for one)"
+	@echo "make deploy-check  helm lint, helm template per profile, offline Kubernetes and Istio validation"
 
 $(VENV)/.installed: requirements.lock pyproject.toml gen/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
@@ -68,6 +69,9 @@ run: venv
 
 bench: venv
 	$(PY) -m bench $(BENCH)
+
+deploy-check: venv
+	@PY=$(PY) bash tools/deploy/check.sh
 
 clean:
 	rm -rf $(VENV) .build .bench .pytest_cache .mypy_cache .ruff_cache
