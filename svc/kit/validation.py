@@ -72,8 +72,10 @@ SUPPORTED_RULES: dict[str, frozenset[str]] = {
     "enum": frozenset({"const", "defined_only", "in", "not_in", "example"}),
     "repeated": frozenset({"min_items", "max_items", "items"}),
     "bool": frozenset({"const", "example"}),
-    "timestamp": frozenset({"example"}),
-    "duration": frozenset({"example"}),
+    # Fixed bounds only: rules relative to the clock (lt_now, gt_now, within) go to protovalidate.
+    "timestamp": frozenset({"example", "const", "lt", "lte", "gt", "gte"}),
+    "duration": frozenset({"example", "const", "lt", "lte", "gt", "gte"}),
+    "field_mask": frozenset({"example", "const", "in", "not_in"}),
     **{
         kind: frozenset({"const", "lt", "lte", "gt", "gte", "in", "not_in", "example"})
         for kind in NUMERIC_KINDS
@@ -85,6 +87,43 @@ Check = Callable[[Message], Iterator[FieldViolation]]
 # passes, else the violation's description.
 ValueCheck = Callable[[Any], str]
 Test = Callable[[Any, Any], bool]
+
+
+def _nested(prefix: str, field: str) -> str:
+    # A message-level rule of a nested message names no field of its own: the path is the field
+    # that holds the message, as protovalidate reports it.
+    return f"{prefix}.{field}" if field else prefix
+
+
+# CEL rules whose meaning a service has written in Python, by rule id. protovalidate stays the
+# reference: each registration is checked against it by the service's tests.
+_CEL_RULES: dict[str, Callable[[Any], bool]] = {}
+
+
+def register_cel_rule(rule_id: str, holds: Callable[[Any], bool]) -> None:
+    """Gives the compiled validator a Python form of the message-level CEL rule `rule_id`.
+
+    `holds(message)` must return what the rule's CEL expression returns. Message types whose
+    every CEL rule is registered are validated without protovalidate's CEL interpreter, which
+    costs milliseconds per message; types with any other CEL rule still go to protovalidate.
+    """
+    if _CEL_RULES.get(rule_id, holds) is not holds:
+        raise ValueError(f"CEL rule {rule_id!r} is already registered with another function")
+    _CEL_RULES[rule_id] = holds
+    _is_compiled.cache_clear()
+
+
+def _cel_check(rule: rules_pb2.Rule, type_name: str) -> Check:
+    holds = _CEL_RULES.get(rule.id)
+    if holds is None:
+        raise Unsupported(f"{type_name}: CEL rule {rule.id!r} has no registered Python form")
+    description = rule.message or f"rule {rule.id} is not satisfied"
+
+    def check(message: Message) -> Iterator[FieldViolation]:
+        if not holds(message):
+            yield FieldViolation("", description, rule.id)
+
+    return check
 
 
 class Unsupported(Exception):
@@ -320,6 +359,10 @@ def _value_checks(path: str, rules: rules_pb2.FieldRules, field: FieldDescriptor
             checks.append(_holds(operator.le, typed.lte, f"must be less than or equal to {typed.lte}"))
         if typed.HasField("lt"):
             checks.append(_holds(operator.lt, typed.lt, f"must be less than {typed.lt}"))
+    elif kind in ("duration", "timestamp"):
+        checks.extend(_time_bound_checks(path, kind, typed))
+    elif kind == "field_mask":
+        checks.extend(_field_mask_checks(typed))
     if kind in ("string", "enum", *NUMERIC_KINDS):
         allowed = frozenset(getattr(typed, "in"))
         if allowed:
@@ -328,6 +371,74 @@ def _value_checks(path: str, rules: rules_pb2.FieldRules, field: FieldDescriptor
         if refused:
             checks.append(_not_in(refused, f"must not be in list {sorted(refused)}"))
     return checks
+
+
+_TIME_COMPARISONS: dict[str, tuple[Test, str]] = {
+    "const": (operator.eq, "must equal"),
+    "gte": (operator.ge, "must be greater than or equal to"),
+    "gt": (operator.gt, "must be greater than"),
+    "lte": (operator.le, "must be less than or equal to"),
+    "lt": (operator.lt, "must be less than"),
+}
+
+
+def _instant(value: Any) -> tuple[int, int]:
+    """A Duration or Timestamp as a comparable (seconds, nanos) pair."""
+    return (value.seconds, value.nanos)
+
+
+def _time_bound_checks(path: str, kind: str, typed: Any) -> list[ValueCheck]:
+    bounds = {name: _instant(getattr(typed, name)) for name in _TIME_COMPARISONS if typed.HasField(name)}
+    lower = bounds.get("gt", bounds.get("gte"))
+    upper = bounds.get("lt", bounds.get("lte"))
+    if lower is not None and upper is not None and upper < lower:
+        raise Unsupported(f"{path}: {kind} range reversed (the value must lie outside it)")
+    checks = []
+    for name, bound in bounds.items():
+        compare, words = _TIME_COMPARISONS[name]
+        shown = getattr(typed, name)
+        checks.append(_holds(_compare_instants(compare), bound, f"{words} {shown.seconds}s {shown.nanos}ns"))
+    return checks
+
+
+def _covers(listed: frozenset[str], path: str) -> bool:
+    """Whether `path` is one of `listed` or lies under one of them (`a.b` under `a`)."""
+    return path in listed or any(path.startswith(prefix + ".") for prefix in listed)
+
+
+def _field_mask_checks(typed: Any) -> list[ValueCheck]:
+    checks: list[ValueCheck] = []
+    if typed.HasField("const"):
+        expected = list(typed.const.paths)
+        checks.append(
+            _holds(lambda mask, paths: list(mask.paths) == paths, expected, f"must equal paths {expected}")
+        )
+    allowed = frozenset(getattr(typed, "in"))
+    if allowed:
+        checks.append(
+            _holds(
+                lambda mask, listed: all(_covers(listed, path) for path in mask.paths),
+                allowed,
+                f"must only contain paths in {sorted(allowed)}",
+            )
+        )
+    refused = frozenset(typed.not_in)
+    if refused:
+        checks.append(
+            _holds(
+                lambda mask, listed: not any(_covers(listed, path) for path in mask.paths),
+                refused,
+                f"must not contain any paths in {sorted(refused)}",
+            )
+        )
+    return checks
+
+
+def _compare_instants(compare: Test) -> Test:
+    def test(value: Any, bound: tuple[int, int]) -> bool:
+        return bool(compare(_instant(value), bound))
+
+    return test
 
 
 def _field_rules(field: FieldDescriptor) -> rules_pb2.FieldRules | None:
@@ -394,7 +505,7 @@ def _compile_repeated(
             if nested is not None:
                 for violation in _run(nested, value):
                     yield FieldViolation(
-                        f"{name}[{index}].{violation.field}", violation.description, violation.reason
+                        _nested(f"{name}[{index}]", violation.field), violation.description, violation.reason
                     )
 
     return check_repeated
@@ -405,9 +516,13 @@ def _compile_single(
 ) -> Check | None:
     name = field.name
     kind = rules.WhichOneof("type") if rules is not None else None
-    if field.type == FieldDescriptor.TYPE_MESSAGE and kind not in (None, "timestamp", "duration"):
+    if field.type == FieldDescriptor.TYPE_MESSAGE and kind not in (
+        None,
+        "timestamp",
+        "duration",
+        "field_mask",
+    ):
         raise Unsupported(f"{name}: {kind} rules")
-    # Timestamps and durations only pass _value_checks with no rule but `example`.
     value_checks = [] if rules is None else _value_checks(name, rules, field)
     required = bool(rules and rules.required)
     if not (required or value_checks or _has_checks(nested)):
@@ -434,9 +549,59 @@ def _compile_single(
                 yield FieldViolation(name, problem, reason)
         if nested is not None:
             for violation in _run(nested, value):
-                yield FieldViolation(f"{name}.{violation.field}", violation.description, violation.reason)
+                yield FieldViolation(_nested(name, violation.field), violation.description, violation.reason)
 
     return check
+
+
+def _map_entry_checks(
+    name: str, entry_field: FieldDescriptor, rules: rules_pb2.FieldRules
+) -> list[ValueCheck]:
+    if rules.cel or rules.cel_expression or rules.required or rules.ignore:
+        raise Unsupported(f"{name}: map {entry_field.name} cel/required/ignore")
+    return _value_checks(f"{name}.{entry_field.name}", rules, entry_field)
+
+
+def _compile_map_rules(
+    name: str, entry_type: Descriptor, rules: rules_pb2.MapRules, values: Check | None
+) -> Check | None:
+    """Pair-count bounds and key and value rules of a map (paths `name[key]`, as protovalidate's)."""
+    key_checks = (
+        _map_entry_checks(name, entry_type.fields_by_name["key"], rules.keys)
+        if rules.HasField("keys")
+        else []
+    )
+    value_checks = (
+        _map_entry_checks(name, entry_type.fields_by_name["value"], rules.values)
+        if rules.HasField("values")
+        else []
+    )
+    bounds: list[ValueCheck] = []
+    if rules.HasField("min_pairs"):
+        bounds.append(
+            _length_holds(operator.ge, rules.min_pairs, f"map must be at least {rules.min_pairs} entries")
+        )
+    if rules.HasField("max_pairs"):
+        bounds.append(
+            _length_holds(operator.le, rules.max_pairs, f"map must be at most {rules.max_pairs} entries")
+        )
+
+    def check_map(message: Message) -> Iterator[FieldViolation]:
+        pairs = getattr(message, name)
+        for bound in bounds:
+            if problem := bound(pairs):
+                yield FieldViolation(name, problem, "map")
+        for key, value in pairs.items():
+            for key_check in key_checks:
+                if problem := key_check(key):
+                    yield FieldViolation(f"{name}[{key}]", problem, "map.keys")
+            for value_check in value_checks:
+                if problem := value_check(value):
+                    yield FieldViolation(f"{name}[{key}]", problem, "map.values")
+        if values is not None:
+            yield from values(message)
+
+    return check_map
 
 
 def _compile_map_values(name: str, nested: _Compiled) -> Check | None:
@@ -448,7 +613,7 @@ def _compile_map_values(name: str, nested: _Compiled) -> Check | None:
         for key, value in getattr(message, name).items():
             for violation in _run(nested, value):
                 yield FieldViolation(
-                    f"{name}[{key}].{violation.field}", violation.description, violation.reason
+                    _nested(f"{name}[{key}]", violation.field), violation.description, violation.reason
                 )
 
     return check_map
@@ -456,19 +621,53 @@ def _compile_map_values(name: str, nested: _Compiled) -> Check | None:
 
 def _compile_field(field: FieldDescriptor) -> Check | None:
     rules = _field_rules(field)
-    name = field.name
-    if rules is not None and (rules.cel or rules.cel_expression):
-        raise Unsupported(f"{name}: custom CEL")
     if rules is not None and rules.ignore == rules_pb2.IGNORE_ALWAYS:
         return None
+    if rules is not None and rules.cel_expression:
+        raise Unsupported(f"{field.name}: custom CEL")
+    standard = _compile_standard_field(field, rules)
+    if rules is None or not rules.cel:
+        return standard
+    return _with_field_cel(field, rules, standard)
+
+
+def _with_field_cel(field: FieldDescriptor, rules: rules_pb2.FieldRules, standard: Check | None) -> Check:
+    """The field's standard checks, then its registered CEL rules, evaluated on the field's value."""
+    type_name = field.containing_type.full_name if field.containing_type else field.name
+    cel_checks = [_cel_check(rule, f"{type_name}.{field.name}") for rule in rules.cel]
+    name = field.name
+    has_presence = field.has_presence
+    skip_zero = rules.ignore == rules_pb2.IGNORE_IF_ZERO_VALUE
+
+    def check(message: Message) -> Iterator[FieldViolation]:
+        if standard is not None:
+            yield from standard(message)
+        if has_presence and not message.HasField(name):
+            return
+        value = getattr(message, name)
+        if skip_zero and not has_presence and not value:
+            return
+        for cel_check in cel_checks:
+            for violation in cel_check(value):
+                yield FieldViolation(name, violation.description, violation.reason)
+
+    return check
+
+
+def _compile_standard_field(field: FieldDescriptor, rules: rules_pb2.FieldRules | None) -> Check | None:
+    name = field.name
     message_type = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
     if message_type is not None and message_type.GetOptions().map_entry:
-        if rules is not None and rules.WhichOneof("type"):
-            raise Unsupported(f"{name}: map rules")
         if rules is not None and rules.required:
             raise Unsupported(f"{name}: required map")
+        kind = rules.WhichOneof("type") if rules is not None else None
+        if kind not in (None, "map"):
+            raise Unsupported(f"{name}: {kind} rules on a map")
         value_type = message_type.fields_by_name["value"].message_type
-        return _compile_map_values(name, _compiled(value_type)) if value_type is not None else None
+        values = _compile_map_values(name, _compiled(value_type)) if value_type is not None else None
+        if kind is None or rules is None:
+            return values
+        return _compile_map_rules(name, message_type, rules.map, values)
     nested = _compiled(message_type) if message_type is not None else None
     if field.is_repeated:
         return _compile_repeated(field, rules, nested)
@@ -494,15 +693,18 @@ def _compile_message(descriptor: Descriptor) -> _Compiled:
         return compiled
     compiled = _building[descriptor] = _Compiled()
     options = descriptor.GetOptions()
+    message_checks: list[Check] = []
     if options.HasExtension(rules_pb2.message):
         message_rules = options.Extensions[rules_pb2.message]
-        if message_rules.cel or message_rules.cel_expression or message_rules.oneof:
+        if message_rules.cel_expression or message_rules.oneof:
             raise Unsupported(f"{descriptor.full_name}: message rules")
+        message_checks = [_cel_check(rule, descriptor.full_name) for rule in message_rules.cel]
     for oneof in descriptor.oneofs:
         if oneof.GetOptions().HasExtension(rules_pb2.oneof):
             raise Unsupported(f"{descriptor.full_name}.{oneof.name}: oneof rules")
     checks = [check for field in descriptor.fields if (check := _compile_field(field)) is not None]
-    compiled.checks = tuple(checks)
+    # protovalidate reports field rules before the message's own rules.
+    compiled.checks = tuple(checks + message_checks)
     compiled.building = False
     return compiled
 
@@ -560,7 +762,13 @@ def violations(message: Message) -> list[FieldViolation]:
         if not _is_compiled(message.DESCRIPTOR):
             return _protovalidate_violations(message)
         compiled = _COMPILED[message.DESCRIPTOR]
-    return list(_run(compiled, message))
+    # A violated rule of the message itself names no field: report its rule id, as for protovalidate.
+    return [
+        violation
+        if violation.field
+        else FieldViolation(violation.reason, violation.description, violation.reason)
+        for violation in _run(compiled, message)
+    ]
 
 
 def validate(message: Message) -> None:

@@ -307,7 +307,7 @@ def _protovalidate_paths(message: Message) -> set[str]:
             if subscript is not None:
                 part += f"[{getattr(element, subscript)}]"
             parts.append(part)
-        paths.add(".".join(parts))
+        paths.add(".".join(parts) or violation.proto.rule_id)
     return paths
 
 
