@@ -1,7 +1,9 @@
-"""The event bus: one interface, two implementations.
+"""The event bus: one interface, three implementations.
 
-`InProcessBus` is the embedded default (in memory, one process); `KafkaBus` talks to Kafka with
-aiokafka. Both give the same guarantees to the outbox relay and the consumer helper:
+`SqliteBus` is the embedded default of a local mesh (a durable log in one SQLite file that every
+process of the mesh shares); `InProcessBus` keeps everything in memory, for a single process and
+for tests; `KafkaBus` talks to Kafka with aiokafka. All give the same guarantees to the outbox
+relay and the consumer helper:
 
 - `publish(messages)` returns only when every message is stored and acknowledged; otherwise it
   raises `BusError` and the caller retries the whole call (at-least-once: some messages of a failed
@@ -18,12 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sqlite3
+import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +103,7 @@ class EventBus(Protocol):
 
 
 class _SubscriptionIteration:
-    """`__aiter__` on top of `fetch()`, shared by both implementations."""
+    """`__aiter__` on top of `fetch()`, shared by every implementation."""
 
     async def fetch(
         self, *, timeout_ms: int = FETCH_TIMEOUT_MS, records_max: int = FETCH_RECORDS_MAX
@@ -118,7 +124,8 @@ class _SubscriptionIteration:
 
 
 def partition_for_key(key: str, partitions: int) -> int:
-    """The partition of a key on the in-process bus (stable across runs)."""
+    """The partition of a key on the in-process and SQLite buses (CRC-32: stable across runs and
+    processes, unlike Python's salted `hash`)."""
     return zlib.crc32(key.encode()) % partitions
 
 
@@ -264,6 +271,571 @@ class _InProcessSubscription(_SubscriptionIteration):
             raise BusError("the subscription is closed")
         for (topic, partition), position in self._positions.items():
             self.bus._committed[(self.group_id, topic, partition)] = position
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.bus._leave(self)
+
+
+# -- SQLite ----------------------------------------------------------------------------------------
+
+# Keys are spread over this many partitions; fixed for the life of a bus file (it is recorded in
+# the file, and a bus opened with another count is refused).
+SQLITE_BUS_PARTITIONS = 4
+SQLITE_BUS_BUSY_TIMEOUT_MS = 30_000
+# A subscription that found nothing looks again after this long; at once when a publish of the
+# same process (the same SqliteBus) appended something.
+SQLITE_BUS_POLL_INTERVAL_MS = 100
+# Records are kept at least this long, and after that until every known group has committed them.
+SQLITE_BUS_RETENTION_S = 7 * 24 * 3600
+SQLITE_BUS_PURGE_INTERVAL_S = 600
+SQLITE_BUS_PURGE_BATCH_SIZE_MAX = 1_000
+# Opening a new file races with the other processes of the mesh (switching it to WAL, creating the
+# schema); a refusal that the busy timeout does not cover is retried this often, this far apart.
+SQLITE_BUS_OPEN_ATTEMPTS_MAX = 20
+SQLITE_BUS_OPEN_RETRY_MS = 50
+SQLITE_BUS_META_PARTITIONS = "partitions"
+
+# "partition" and "offset" are SQL keywords, hence quoted. bus_heads holds each partition's next
+# offset, so that offsets are never reused after the records below them were purged.
+_SQLITE_BUS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS bus_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS bus_records (
+        topic TEXT NOT NULL, "partition" INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+        key TEXT NOT NULL, value BLOB NOT NULL, headers TEXT NOT NULL, appended_at REAL NOT NULL,
+        PRIMARY KEY (topic, "partition", "offset"))""",
+    "CREATE INDEX IF NOT EXISTS bus_records_appended_at ON bus_records (appended_at)",
+    """CREATE TABLE IF NOT EXISTS bus_heads (
+        topic TEXT NOT NULL, "partition" INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+        PRIMARY KEY (topic, "partition"))""",
+    """CREATE TABLE IF NOT EXISTS bus_offsets (
+        group_id TEXT NOT NULL, topic TEXT NOT NULL, "partition" INTEGER NOT NULL,
+        committed INTEGER NOT NULL, committed_at REAL NOT NULL,
+        PRIMARY KEY (group_id, topic, "partition"))""",
+    'CREATE INDEX IF NOT EXISTS bus_offsets_place ON bus_offsets (topic, "partition")',
+)
+_SQLITE_BUS_INSERT_RECORD = (
+    'INSERT INTO bus_records (topic, "partition", "offset", key, value, headers, appended_at) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_BUS_SET_HEAD = (
+    'INSERT INTO bus_heads (topic, "partition", next_offset) VALUES (?, ?, ?) '
+    'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset'
+)
+_SQLITE_BUS_SET_OFFSET = (
+    'INSERT INTO bus_offsets (group_id, topic, "partition", committed, committed_at) VALUES (?, ?, ?, ?, ?) '
+    'ON CONFLICT (group_id, topic, "partition") DO UPDATE '
+    "SET committed = excluded.committed, committed_at = excluded.committed_at"
+)
+# A record goes once it is older than the cutoff and no group that knows its topic (every group
+# has a row per partition from its first subscription) still has it at or beyond its position.
+_SQLITE_BUS_PURGE = """
+    DELETE FROM bus_records WHERE rowid IN (
+        SELECT r.rowid FROM bus_records AS r
+        WHERE r.appended_at < ?
+          AND NOT EXISTS (
+              SELECT 1 FROM bus_offsets AS o
+              WHERE o.topic = r.topic AND o."partition" = r."partition" AND o.committed <= r."offset")
+        ORDER BY r.appended_at
+        LIMIT ?)
+"""
+
+T = TypeVar("T")
+
+
+def _in_write_transaction(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Runs `work` in one write transaction (the write lock taken at BEGIN): all of it or nothing."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
+    return result
+
+
+class _SqliteConnections:
+    """Connections to one bus file for worker threads: each is used by one thread at a time."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` on an idle connection (or a new one); call it from a worker thread."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        try:
+            return work(connection)
+        finally:
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._idle.append(connection)
+            if not keep:
+                connection.close()
+
+    def close(self) -> None:
+        """Closes the idle connections now and the busy ones when their work is done."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            # The relay marks outbox rows published once publish() returns: a commit must be on disk.
+            connection.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+
+class SqliteBus:
+    """The embedded bus of a local mesh: a durable log in one SQLite file that every process of the
+    mesh opens (stdlib sqlite3 in worker threads, so the event loop never waits on the file).
+
+    The file is in WAL mode, so readers never block the writer nor each other; writers queue on
+    SQLite's write lock, waiting up to `busy_timeout_ms`. `bus_records` holds the messages as
+    (topic, partition, offset, key, value, headers as JSON, appended_at); the partition is the
+    CRC-32 of the key modulo the file's partition count, and each partition's offsets are
+    assigned from `bus_heads` inside the appending transaction, so they are unique and gap-free
+    across processes. `publish` appends a whole call in one transaction (all or nothing, in call
+    order). `bus_offsets` holds each group's committed position per (topic, partition); a group
+    is registered there, at offset 0, by its first subscription.
+
+    A subscription polls for records beyond its positions, `records_max` at most per fetch; when
+    it finds nothing it waits `poll_interval_ms`, or less when this bus published meanwhile.
+    Delivery is at-least-once, like the other buses: `commit()` stores the position after the last
+    record fetched, and whatever was fetched but not committed comes again to the group's next
+    subscription. One subscription per (group, topic) at a time is supported: this bus refuses a
+    second one in the same process, but subscriptions of one group in two processes (the same
+    service started twice) are not coordinated, and each would receive every record.
+
+    Retention: a record older than `retention_s` that every group known for its topic has
+    committed is deleted, `purge_batch_size_max` at a time, every `purge_interval_s` while the bus
+    is started (and by `purge()`). A group that is never used again keeps its records; records of
+    a topic that no group ever subscribed to go after `retention_s`.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        partitions: int | None = None,
+        poll_interval_ms: int = SQLITE_BUS_POLL_INTERVAL_MS,
+        busy_timeout_ms: int = SQLITE_BUS_BUSY_TIMEOUT_MS,
+        retention_s: int = SQLITE_BUS_RETENTION_S,
+        purge_interval_s: int = SQLITE_BUS_PURGE_INTERVAL_S,
+        purge_batch_size_max: int = SQLITE_BUS_PURGE_BATCH_SIZE_MAX,
+    ) -> None:
+        """`partitions`: the partition count of a new file (default `SQLITE_BUS_PARTITIONS`); for
+        an existing file, None takes the file's count and another number is refused."""
+        if partitions is not None and partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        if purge_batch_size_max < 1:
+            raise ValueError("purge_batch_size_max must be at least 1")
+        self.path = Path(path)
+        self.partitions = partitions or SQLITE_BUS_PARTITIONS
+        self.poll_interval_ms = poll_interval_ms
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retention_s = retention_s
+        self.purge_interval_s = purge_interval_s
+        self.purge_batch_size_max = purge_batch_size_max
+        self._requested_partitions = partitions
+        self._connections: _SqliteConnections | None = None
+        self._open_lock = asyncio.Lock()
+        self._members: dict[tuple[str, str], _SqliteSubscription] = {}
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._published = 0  # publish calls of this bus, so a fetch sees one that raced its query
+        self._purge_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Opens the file (creating it and its schema if needed) and starts the periodic purge;
+        raises `BusError` if the file cannot be used. Allows publishing again after `stop()`."""
+        self._stopped = False
+        await self._open()
+        if self._purge_task is None or self._purge_task.done():
+            self._purge_task = asyncio.create_task(self._purge_periodically(), name="sqlite-bus-purge")
+
+    async def stop(self) -> None:
+        """Closes every subscription and the file's connections; the log stays in the file."""
+        self._stopped = True
+        task, self._purge_task = self._purge_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        for subscription in list(self._members.values()):
+            await subscription.close()
+        async with self._open_lock:
+            connections, self._connections = self._connections, None
+        if connections is not None:
+            connections.close()
+
+    async def publish(self, messages: Sequence[BusMessage]) -> None:
+        """Appends the messages in one transaction: when it returns all of them are in the file (in
+        call order, offsets assigned); on `BusError` none of them is."""
+        if self._stopped:
+            raise BusError("the SQLite bus is stopped")
+        if not messages:
+            return
+        batch = list(messages)
+        await self._call(
+            f"publish of {len(batch)} messages",
+            lambda connection: _in_write_transaction(connection, lambda c: self._append(c, batch)),
+        )
+        self._published += 1
+        self._wake()
+
+    async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
+        """A subscription of `group_id` to `topics` from the group's committed offsets (from the
+        first record kept for a new group); `BusError` if this bus has one for a topic already."""
+        if self._stopped:
+            raise BusError("the SQLite bus is stopped")
+        wanted = list(dict.fromkeys(topics))
+        if not wanted:
+            raise ValueError("a subscription needs at least one topic")
+        self._check_free(wanted, group_id)
+        positions = await self._call(
+            f"subscription of {group_id!r} to {wanted}",
+            lambda connection: _in_write_transaction(connection, lambda c: self._join(c, wanted, group_id)),
+        )
+        self._check_free(wanted, group_id)  # another subscribe() may have won while we waited
+        subscription = _SqliteSubscription(self, wanted, group_id, positions)
+        for topic in wanted:
+            self._members[(group_id, topic)] = subscription
+        return subscription
+
+    async def purge(self, *, now: float | None = None) -> int:
+        """Deletes records older than `retention_s` (before `now`, a Unix time) that every known
+        group of their topic has committed, in batches; returns how many."""
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        purged = 0
+        while True:
+            deleted = await self._call(
+                "purge",
+                lambda connection: _in_write_transaction(
+                    connection,
+                    lambda c: int(c.execute(_SQLITE_BUS_PURGE, (cutoff, self.purge_batch_size_max)).rowcount),
+                ),
+            )
+            purged += deleted
+            if deleted < self.purge_batch_size_max:
+                return purged
+
+    async def messages(self, topic: str) -> list[ReceivedMessage]:
+        """Every record of `topic` still kept, partition by partition (for tests and tools)."""
+
+        def read(connection: sqlite3.Connection) -> list[ReceivedMessage]:
+            rows = connection.execute(
+                'SELECT topic, "partition", "offset", key, value, headers FROM bus_records '
+                'WHERE topic = ? ORDER BY "partition", "offset"',
+                (topic,),
+            )
+            return [_received(*row) for row in rows]
+
+        return await self._call(f"reading {topic!r}", read)
+
+    async def committed(self, group_id: str, topic: str, partition: int = 0) -> int:
+        """The committed offset of a group on a partition (0 if nothing was committed)."""
+
+        def read(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                'SELECT committed FROM bus_offsets WHERE group_id = ? AND topic = ? AND "partition" = ?',
+                (group_id, topic, partition),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._call("reading committed offsets", read)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if self._connections is not None:
+            return
+        async with self._open_lock:
+            if self._connections is not None:
+                return
+            connections = _SqliteConnections(self.path, self.busy_timeout_ms)
+            try:
+                self.partitions = await asyncio.to_thread(connections.run, self._prepare)
+            except BaseException as exc:
+                connections.close()
+                if isinstance(exc, sqlite3.Error | OSError):
+                    raise BusError(f"cannot open the SQLite bus {self.path}: {exc!r}") from exc
+                raise
+            self._connections = connections
+
+    def _prepare(self, connection: sqlite3.Connection) -> int:
+        # Runs in a worker thread. Returns the file's partition count.
+        for attempt in range(1, SQLITE_BUS_OPEN_ATTEMPTS_MAX + 1):
+            try:
+                mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise BusError(f"{self.path} cannot be put in WAL mode (journal mode {mode!r})")
+                return _in_write_transaction(connection, self._create_schema)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or attempt == SQLITE_BUS_OPEN_ATTEMPTS_MAX:
+                    raise
+                time.sleep(SQLITE_BUS_OPEN_RETRY_MS / 1000)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create_schema(self, connection: sqlite3.Connection) -> int:
+        for statement in _SQLITE_BUS_SCHEMA:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT OR IGNORE INTO bus_meta (name, value) VALUES (?, ?)",
+            (SQLITE_BUS_META_PARTITIONS, str(self.partitions)),
+        )
+        row = connection.execute(
+            "SELECT value FROM bus_meta WHERE name = ?", (SQLITE_BUS_META_PARTITIONS,)
+        ).fetchone()
+        partitions = int(row[0])
+        if self._requested_partitions is not None and partitions != self._requested_partitions:
+            raise BusError(
+                f"{self.path} has {partitions} partitions, not {self._requested_partitions}: "
+                "the partition count of a bus file cannot change"
+            )
+        return partitions
+
+    async def _call(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._stopped:  # do not reopen behind stop()
+            raise BusError("the SQLite bus is stopped")
+        await self._open()
+        connections = self._connections
+        if connections is None:
+            raise BusError("the SQLite bus is stopped")
+        try:
+            return await asyncio.to_thread(connections.run, work)
+        except sqlite3.Error as exc:
+            raise BusError(f"{what} failed on {self.path}: {exc!r}") from exc
+
+    def _append(self, connection: sqlite3.Connection, messages: list[BusMessage]) -> None:
+        # Inside the write transaction: nobody else can append until it ends.
+        now = time.time()
+        heads: dict[tuple[str, int], int] = {}
+        records: list[tuple[str, int, int, str, bytes, str, float]] = []
+        for message in messages:
+            place = (message.topic, partition_for_key(message.key, self.partitions))
+            if place not in heads:
+                row = connection.execute(
+                    'SELECT next_offset FROM bus_heads WHERE topic = ? AND "partition" = ?', place
+                ).fetchone()
+                heads[place] = int(row[0]) if row else 0
+            offset = heads[place]
+            heads[place] = offset + 1
+            records.append(
+                (
+                    message.topic,
+                    place[1],
+                    offset,
+                    message.key,
+                    message.value,
+                    json.dumps(message.headers),
+                    now,
+                )
+            )
+        connection.executemany(_SQLITE_BUS_INSERT_RECORD, records)
+        connection.executemany(
+            _SQLITE_BUS_SET_HEAD, [(topic, partition, head) for (topic, partition), head in heads.items()]
+        )
+
+    def _join(
+        self, connection: sqlite3.Connection, topics: list[str], group_id: str
+    ) -> dict[tuple[str, int], int]:
+        # Registers the group for every partition (so that purging waits for it); returns where it is.
+        now = time.time()
+        connection.executemany(
+            'INSERT OR IGNORE INTO bus_offsets (group_id, topic, "partition", committed, committed_at) '
+            "VALUES (?, ?, ?, 0, ?)",
+            [(group_id, topic, partition, now) for topic in topics for partition in range(self.partitions)],
+        )
+        positions: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            rows = connection.execute(
+                'SELECT "partition", committed FROM bus_offsets WHERE group_id = ? AND topic = ?',
+                (group_id, topic),
+            )
+            committed = {int(partition): int(offset) for partition, offset in rows}
+            for partition in range(self.partitions):
+                positions[(topic, partition)] = committed.get(partition, 0)
+        return positions
+
+    def _check_free(self, topics: list[str], group_id: str) -> None:
+        for topic in topics:
+            if (group_id, topic) in self._members:
+                raise BusError(f"consumer group {group_id!r} already has a subscription to {topic!r}")
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                purged = await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("SQLite bus: purge failed: %r", exc)
+            else:
+                if purged:
+                    log.info("SQLite bus: purged %d records", purged)
+            await asyncio.sleep(self.purge_interval_s)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self, timeout_s: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+
+    def _leave(self, subscription: _SqliteSubscription) -> None:
+        for topic in subscription.topics:
+            if self._members.get((subscription.group_id, topic)) is subscription:
+                del self._members[(subscription.group_id, topic)]
+        self._wake()
+
+
+def _received(
+    topic: str, partition: int, offset: int, key: str, value: bytes, headers: str
+) -> ReceivedMessage:
+    return ReceivedMessage(
+        topic=topic,
+        key=key,
+        value=bytes(value),
+        headers=dict(json.loads(headers)),
+        partition=int(partition),
+        offset=int(offset),
+    )
+
+
+def _read_records(
+    connection: sqlite3.Connection,
+    topics: list[str],
+    places: list[tuple[str, int]],
+    positions: dict[tuple[str, int], int],
+    records_max: int,
+) -> list[ReceivedMessage]:
+    # One cheap look at the heads first: most polls find nothing new and stop there.
+    marks = ",".join("?" * len(topics))
+    heads = {
+        (str(topic), int(partition)): int(head)
+        for topic, partition, head in connection.execute(
+            f'SELECT topic, "partition", next_offset FROM bus_heads WHERE topic IN ({marks})', topics
+        )
+    }
+    batch: list[ReceivedMessage] = []
+    for topic, partition in places:
+        position = positions[(topic, partition)]
+        if heads.get((topic, partition), 0) <= position:
+            continue
+        rows = connection.execute(
+            'SELECT topic, "partition", "offset", key, value, headers FROM bus_records '
+            'WHERE topic = ? AND "partition" = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
+            (topic, partition, position, records_max - len(batch)),
+        )
+        batch.extend(_received(*row) for row in rows)
+        if len(batch) >= records_max:
+            break
+    return batch
+
+
+class _SqliteSubscription(_SubscriptionIteration):
+    def __init__(
+        self, bus: SqliteBus, topics: list[str], group_id: str, positions: dict[tuple[str, int], int]
+    ) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.group_id = group_id
+        self._positions = dict(positions)
+        self._committed = dict(positions)
+        self._first = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def fetch(
+        self, *, timeout_ms: int = FETCH_TIMEOUT_MS, records_max: int = FETCH_RECORDS_MAX
+    ) -> list[ReceivedMessage]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not self._closed:
+            published = self.bus._published
+            batch = await self._take(max(1, records_max))
+            if batch:
+                return batch
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if self.bus._published == published:  # else: a publish raced the query, look again now
+                await self.bus._wait(min(remaining, self.bus.poll_interval_ms / 1000))
+        return []
+
+    async def _take(self, records_max: int) -> list[ReceivedMessage]:
+        # Start at a different partition each time, so that a busy one does not starve the others.
+        places = list(self._positions)
+        self._first = (self._first + 1) % len(places)
+        places = places[self._first :] + places[: self._first]
+        positions = dict(self._positions)
+        batch = await self.bus._call(
+            f"fetch for {self.group_id!r}",
+            lambda connection: _read_records(connection, self.topics, places, positions, records_max),
+        )
+        if self._closed:
+            return []
+        for message in batch:
+            self._positions[(message.topic, message.partition)] = message.offset + 1
+        return batch
+
+    async def commit(self) -> None:
+        if self._closed:
+            raise BusError("the subscription is closed")
+        changed = {
+            place: position
+            for place, position in self._positions.items()
+            if self._committed[place] != position
+        }
+        if not changed:
+            return
+        now = time.time()
+        rows = [
+            (self.group_id, topic, partition, position, now)
+            for (topic, partition), position in changed.items()
+        ]
+        await self.bus._call(
+            f"commit for {self.group_id!r}",
+            lambda connection: _in_write_transaction(
+                connection, lambda c: c.executemany(_SQLITE_BUS_SET_OFFSET, rows)
+            ),
+        )
+        self._committed.update(changed)
 
     async def close(self) -> None:
         if not self._closed:

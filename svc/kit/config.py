@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FINMESH_"
+SQLITE_BUS_FILE_NAME = "bus.db"
 
 
 class ConfigError(Exception):
@@ -33,7 +34,11 @@ class KitSettings(BaseSettings):
     tls: bool = True
     database_url: str = ""
     database_schema: str = ""
-    bus: Literal["inprocess", "kafka"] = "inprocess"
+    # "sqlite": a log in one SQLite file shared by every process of a local mesh (the launcher's
+    # choice); "inprocess": in memory, for one process and tests; "kafka": the brokers below.
+    bus: Literal["inprocess", "sqlite", "kafka"] = "inprocess"
+    # The SQLite bus's file; empty means <data_dir>/bus.db (see `sqlite_bus_path`).
+    bus_path: Path | None = None
     kafka_bootstrap_servers: str = ""
     # Where the other services listen, as JSON {"ledger": "127.0.0.1:50501"}; a service not
     # named here is reached on its catalog port. The launcher sets it when ports are moved.
@@ -45,6 +50,11 @@ class KitSettings(BaseSettings):
     jwt_issuer: str = "finmesh-auth"
     jwt_audience: str = "finmesh"
     idempotency_retention_s: int = Field(default=7 * 24 * 3600, gt=0)
+
+    @property
+    def sqlite_bus_path(self) -> Path:
+        """The SQLite bus's file: `bus_path`, or `bus.db` in `data_dir`."""
+        return self.bus_path or self.data_dir / SQLITE_BUS_FILE_NAME
 
 
 SettingsT = TypeVar("SettingsT", bound=KitSettings)

@@ -35,6 +35,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from svc.kit.catalog import ServiceEntry
+from svc.kit.config import SQLITE_BUS_FILE_NAME
 from svc.kit.mtls import LocalCA
 
 OPERATOR_IDENTITY = "operator"
@@ -331,8 +332,15 @@ class Child:
 def child_environment(
     endpoint: Endpoint, layout: Layout, grace_s: float, peers: Sequence[Endpoint] = ()
 ) -> dict[str, str]:
-    """The child's environment: the launcher's, plus where it and its peers listen, its PKI and data."""
+    """The child's environment: the launcher's, plus where it and its peers listen, its PKI and data.
+
+    Every child gets the SQLite bus on `<var>/data/bus.db` (or FINMESH_BUS_PATH), so that events
+    cross processes, unless the launcher's own environment chose a bus (FINMESH_BUS).
+    """
     env = dict(os.environ)
+    if "FINMESH_BUS" not in env:
+        env["FINMESH_BUS"] = "sqlite"
+        env.setdefault("FINMESH_BUS_PATH", str((layout.data_dir / SQLITE_BUS_FILE_NAME).resolve()))
     env.update(
         {
             "FINMESH_ENDPOINTS": json.dumps({peer.service: peer.address for peer in peers}, sort_keys=True),

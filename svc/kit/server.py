@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from svc.kit import catalog as catalog_module
 from svc.kit import client
-from svc.kit.bus import EventBus, InProcessBus, KafkaBus
+from svc.kit.bus import EventBus, InProcessBus, KafkaBus, SqliteBus
 from svc.kit.catalog import Catalog, CatalogError, ServiceEntry
 from svc.kit.config import KitSettings, load_settings
 from svc.kit.db import Database
@@ -94,9 +94,13 @@ class ServiceApp:
 
     @property
     def bus(self) -> EventBus:
+        """The event bus of `settings.bus`, created on first use: Kafka, the SQLite file that the
+        processes of a local mesh share, or in process."""
         if self._bus is None:
             if self.settings.bus == "kafka":
                 self._bus = KafkaBus(self.settings.kafka_bootstrap_servers, client_id=self.name)
+            elif self.settings.bus == "sqlite":
+                self._bus = SqliteBus(self.settings.sqlite_bus_path)
             else:
                 self._bus = InProcessBus()
         return self._bus
