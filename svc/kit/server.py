@@ -75,7 +75,9 @@ class ServiceApp:
             verifier=verifier,
             require_peer_identity=settings.tls,
         )
-        self._server = grpc.aio.server()
+        # Without this, grpc sets SO_REUSEPORT and a second server can bind the same port and
+        # silently take half of another's calls.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._pending: list[tuple[str, dict[str, Handler]]] = []
 
     @property
@@ -206,10 +208,11 @@ class ServiceApp:
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s if grace_s is not None else self.settings.grace_period_s)
-        for channel in self._channels.values():
-            await channel.close()
+        # Hooks first: a background task finishing its work may still call other services.
         for hook in reversed(self._on_stop):
             await hook()
+        for channel in self._channels.values():
+            await channel.close()
         if self._relay is not None:
             await self._relay.stop()
         if self._bus is not None:
