@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import kit, validation
+from bench import kit, ledger, validation
 from bench.results import Figure, record
 
-BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {"kit": kit.run, "validation": validation.run}
+BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {
+    "kit": kit.run,
+    "ledger": ledger.run,
+    "validation": validation.run,
+}
 
 
 def main(argv: list[str]) -> int:

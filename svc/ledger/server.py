@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,17 +11,30 @@ from typing import Any
 from finmesh.ledger.v1 import ledger_resources_pb2 as resources
 from finmesh.ledger.v1 import ledger_service_pb2 as service
 from finmesh.ledger.v1 import ledger_service_pb2_grpc as service_grpc
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from svc.kit import errors, idempotency
 from svc.kit.context import call
 from svc.kit.db import Database
 from svc.ledger import convert, domain, events, store
-from svc.ledger.domain import Account, AccountStatus, AccountType, Constraint, Kind, ResultCode
+from svc.ledger.domain import (
+    Account,
+    AccountStatus,
+    AccountType,
+    Constraint,
+    Kind,
+    PendingStatus,
+    ResultCode,
+)
 from svc.ledger.store import AccountRecord, Snapshot
 from svc.ledger.writer import Writer
 
 ROLLUP_DEPTH_DEFAULT = 2
+# A code has at most 16 segments, so rolling up to 16 keeps one line per account.
+ACCOUNT_LINE_DEPTH = 16
+LISTING_KEY_CHARS = 16
+SORT_DESCENDING = 2
 UPDATABLE_FIELDS = ("display_name", "description", "labels", "debits_blocked", "credits_blocked")
 
 
@@ -31,6 +45,41 @@ def _caller() -> str:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _trial_lines(
+    members: Sequence[tuple[AccountRecord, domain.Balance]], depth: int
+) -> tuple[domain.TrialLine, ...]:
+    """The trial balance lines of one asset's accounts rolled up to `depth` code segments."""
+    trial = domain.trial_balance([(record.account, balance) for record, balance in members], depth)
+    assert len(trial) <= 1, [asset.asset for asset in trial]
+    return trial[0].lines if trial else ()
+
+
+def _listing_key(request: Message, ignored: Sequence[str]) -> str:
+    """A digest of a listing's filters: a page token is only valid with the filters it came from."""
+    filters = type(request)()
+    filters.CopyFrom(request)
+    for name in ignored:
+        filters.ClearField(name)
+    return hashlib.sha256(filters.SerializeToString(deterministic=True)).hexdigest()[:LISTING_KEY_CHARS]
+
+
+def _listing_position(request: Any, ignored: Sequence[str]) -> dict[str, Any]:
+    """The position of a request's page token (with its filter digest under `listing`), or a new
+    position holding only the digest on a first page."""
+    key = _listing_key(request, ignored)
+    position = _position(request.page_token)
+    if position and position.get("listing") != key:
+        raise errors.InvalidArgument(
+            [errors.FieldViolation("page_token", "the token belongs to a listing with other filters")]
+        )
+    return position or {"listing": key}
+
+
+def _listing_token(position: dict[str, Any], **at: Any) -> str:
+    """The token of the next page: the listing's digest and where the page ended."""
+    return store.encode_token({"listing": position["listing"], **at})
 
 
 def _page_size(requested: int) -> int:
@@ -205,20 +254,19 @@ class LedgerServicer(service_grpc.LedgerServiceServicer):
         entry = outcome.entry
         assert entry is not None
         account_ids = list(dict.fromkeys(posting.account_id for posting in entry.postings))
-        return await self._balances(account_ids, Snapshot(entry.sequence, entry.post_time_us))
-
-    async def _balances(self, account_ids: Sequence[str], at: Snapshot) -> list[resources.LedgerBalance]:
         async with self.database.transaction() as session:
-            records = {
-                account_id: await store.account_by_id(session, account_id) for account_id in account_ids
-            }
-            found = await store.balances_at(session, account_ids, at.sequence)
+            return await self._balances(session, account_ids, Snapshot(entry.sequence, entry.post_time_us))
+
+    async def _balances(
+        self, session: AsyncSession, account_ids: Sequence[str], at: Snapshot
+    ) -> list[resources.LedgerBalance]:
+        """The balances of `account_ids` at `at`, in their order, read in one query."""
+        found = await store.accounts_at(session, account_ids, at.sequence)
         balances = []
         for account_id in account_ids:
-            record = records[account_id]
-            if record is None:
+            if account_id not in found:
                 raise errors.NotFound(f"no account {account_id}", metadata={"account_id": account_id})
-            balance = found.get(account_id, (domain.ZERO, 0))[0]
+            record, balance = found[account_id]
             balances.append(convert.balance_message(record.account, balance, at))
         return balances
 
@@ -350,21 +398,122 @@ class LedgerServicer(service_grpc.LedgerServiceServicer):
     # Queries
 
     async def ListJournalEntries(self, request: service.ListJournalEntriesRequest, context: Any) -> Any:
-        """Not served yet: the ledger-wide listing with its filters comes with the console."""
-        raise errors.Unimplemented("ListJournalEntries is not served yet; use ListAccountEntries")
+        """Entries of the whole ledger in sequence order, filtered, paginated by sequence."""
+        limit = _page_size(request.page_size)
+        position = _listing_position(request, ("page_token", "page_size"))
+        where = store.EntryFilter(
+            kinds=tuple(Kind(kind) for kind in request.kinds),
+            category=request.category,
+            correlation_id=request.correlation_id,
+            asset=request.asset,
+            tx_hash=request.tx_hash,
+            pending_status=PendingStatus(request.pending_status),
+            pending_entry_id=request.pending_entry_id,
+            corrects_entry_id=request.corrects_entry_id,
+            start_time_us=request.start_time.ToMicroseconds() if request.HasField("start_time") else None,
+            end_time_us=request.end_time.ToMicroseconds() if request.HasField("end_time") else None,
+            start_sequence=request.start_sequence,
+            end_sequence=request.end_sequence,
+        )
+        async with self.database.transaction() as session:
+            found = await store.list_entries(
+                session,
+                where,
+                after_sequence=int(position.get("sequence", 0)),
+                descending=request.order == SORT_DESCENDING,
+                limit=limit + 1,
+            )
+            corrected_by = await store.corrections_of(session, [entry.entry_id for entry in found[:limit]])
+        response = service.ListJournalEntriesResponse(
+            entries=[convert.entry_message(e, corrected_by.get(e.entry_id, ())) for e in found[:limit]]
+        )
+        if len(found) > limit:
+            response.next_page_token = _listing_token(position, sequence=found[limit - 1].sequence)
+        return response
 
     async def ListTrialBalanceLines(self, request: service.ListTrialBalanceLinesRequest, context: Any) -> Any:
-        """Not served yet: GetTrialBalance with rollup_depth up to 4 covers the console's needs."""
-        raise errors.Unimplemented("ListTrialBalanceLines is not served yet; use GetTrialBalance")
+        """One asset's trial balance lines ordered by code, per account or rolled up, paginated at the
+        snapshot the first page pinned."""
+        limit = _page_size(request.page_size)
+        position = _listing_position(request, ("page_token", "page_size", "as_of_time", "as_of_sequence"))
+        after = str(position.get("code", ""))
+        async with self.database.transaction() as session:
+            if "sequence" in position:
+                at = Snapshot(int(position["sequence"]), 0)
+            else:
+                at = await self._snapshot(session, request)
+            if request.rollup_depth:
+                members = await store.asset_accounts_at(
+                    session,
+                    request.asset,
+                    at.sequence,
+                    code_prefix=request.code_prefix,
+                    after_code="",
+                    limit=None,
+                )
+                lines = [line for line in _trial_lines(members, request.rollup_depth) if line.code > after]
+                lines = [line for line in lines if request.include_zero_lines or any(line.totals.columns())]
+            else:
+                lines = await self._account_lines(session, request, at, after, limit + 1)
+        response = service.ListTrialBalanceLinesResponse(as_of_sequence=at.sequence)
+        for line in lines[:limit]:
+            response.lines.add(
+                code=line.code,
+                type=int(line.type),
+                account_id=line.account_id,
+                account_count=line.account_count,
+                debits_posted=str(line.totals.debits_posted),
+                credits_posted=str(line.totals.credits_posted),
+                debits_pending=str(line.totals.debits_pending),
+                credits_pending=str(line.totals.credits_pending),
+                debit_balance=str(line.debit_balance),
+                credit_balance=str(line.credit_balance),
+            )
+        if len(lines) > limit:
+            response.next_page_token = _listing_token(
+                position, sequence=at.sequence, code=lines[limit - 1].code
+            )
+        return response
+
+    async def _account_lines(
+        self,
+        session: AsyncSession,
+        request: service.ListTrialBalanceLinesRequest,
+        at: Snapshot,
+        after: str,
+        count: int,
+    ) -> list[domain.TrialLine]:
+        """Up to `count` single-account lines after code `after`, reading accounts a page at a time
+        until enough of them have a non-zero column (unless zero lines are asked for)."""
+        lines: list[domain.TrialLine] = []
+        while len(lines) < count:
+            members = await store.asset_accounts_at(
+                session,
+                request.asset,
+                at.sequence,
+                code_prefix=request.code_prefix,
+                after_code=after,
+                limit=count,
+            )
+            found = _trial_lines(members, ACCOUNT_LINE_DEPTH)
+            lines.extend(line for line in found if request.include_zero_lines or any(line.totals.columns()))
+            if len(members) < count:
+                break
+            after = members[-1][0].account.code
+        return lines[:count]
 
     async def GetJournalEntry(self, request: service.GetJournalEntryRequest, context: Any) -> Any:
         """One entry by id, with the corrections that reference it."""
         async with self.database.transaction() as session:
             entry = await store.entry_by_id(session, request.entry_id)
-            corrected_by = await store.corrections_of(session, request.entry_id) if entry is not None else ()
+            corrected_by = (
+                await store.corrections_of(session, [request.entry_id]) if entry is not None else {}
+            )
         if entry is None:
             raise errors.NotFound(f"no entry {request.entry_id}")
-        return service.GetJournalEntryResponse(entry=convert.entry_message(entry, corrected_by))
+        return service.GetJournalEntryResponse(
+            entry=convert.entry_message(entry, corrected_by.get(request.entry_id, ()))
+        )
 
     async def _snapshot(self, session: AsyncSession, request: Any) -> Snapshot:
         which = request.WhichOneof("as_of")
@@ -379,22 +528,22 @@ class LedgerServicer(service_grpc.LedgerServiceServicer):
         """An account's balance now or as of a time or sequence."""
         async with self.database.transaction() as session:
             at = await self._snapshot(session, request)
-        balances = await self._balances([request.account_id], at)
+            balances = await self._balances(session, [request.account_id], at)
         return service.GetLedgerBalanceResponse(balance=balances[0])
 
     async def BatchGetLedgerBalances(
         self, request: service.BatchGetLedgerBalancesRequest, context: Any
     ) -> Any:
-        """Balances of many accounts at one point."""
+        """Balances of many accounts at one point, read in one query."""
         async with self.database.transaction() as session:
             at = await self._snapshot(session, request)
-        balances = await self._balances(list(request.account_ids), at)
+            balances = await self._balances(session, list(request.account_ids), at)
         return service.BatchGetLedgerBalancesResponse(balances=balances, as_of_sequence=at.sequence)
 
     async def ListAccountEntries(self, request: service.ListAccountEntriesRequest, context: Any) -> Any:
         """An account's statement: entries with the balance after each, paginated by sequence."""
         limit = _page_size(request.page_size)
-        descending = request.order == 2
+        descending = request.order == SORT_DESCENDING
         after = int(_position(request.page_token).get("sequence", 0))
         async with self.database.transaction() as session:
             record = await store.account_by_id(session, request.account_id)

@@ -9,6 +9,8 @@ Schema (migrations/versions/ledger_0001_initial.py):
   fields change, once.
 - ledger_balance_history: one row per (account, entry that touched it) with the balance right
   after; balances as of a sequence or time and statements are read from it.
+- ledger_entries.tx_hash (migrations/versions/ledger_0002_entry_lookups.py): the lower-case
+  hash of the entry's chain transfer, so that entries are found by on-chain transaction.
 Amounts are NUMERIC(78,0) on PostgreSQL and decimal TEXT on SQLite (whose NUMERIC affinity
 would turn integers above 2^63 into floats); Python sees int on both.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from finmesh.ledger.v1 import ledger_resources_pb2 as resources
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -36,8 +39,10 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -153,6 +158,7 @@ entries = Table(
     Column("expire_time_us", BigInteger, nullable=True),
     Column("resolved_by_entry_id", String(128), nullable=False),
     Column("resolve_time_us", BigInteger, nullable=True),
+    Column("tx_hash", String(66), nullable=False),
 )
 
 postings = Table(
@@ -381,8 +387,11 @@ def _entry_of(row: Any, entry_postings: Sequence[Posting]) -> Entry:
     )
 
 
-async def _entries_where(session: AsyncSession, condition: Any) -> list[Entry]:
-    rows = (await session.execute(select(entries).where(condition).order_by(entries.c.sequence))).all()
+async def _entries_where(
+    session: AsyncSession, condition: Any, *, descending: bool = False, limit: int | None = None
+) -> list[Entry]:
+    order = entries.c.sequence.desc() if descending else entries.c.sequence
+    rows = (await session.execute(select(entries).where(condition).order_by(order).limit(limit))).all()
     if not rows:
         return []
     sequences = [row.sequence for row in rows]
@@ -461,6 +470,7 @@ async def write_book(session: AsyncSession, book: domain.Book, previous: Snapsho
                 "expire_time_us": entry.expire_time_us,
                 "resolved_by_entry_id": "",
                 "resolve_time_us": None,
+                "tx_hash": tx_hash(entry.chain_transfer),
             }
             for entry in book.created
         ],
@@ -534,6 +544,11 @@ async def write_book(session: AsyncSession, book: domain.Book, previous: Snapsho
     )
 
 
+def tx_hash(chain_transfer: bytes) -> str:
+    """The lower-case transaction hash of a serialized ChainTransferRef; empty when there is none."""
+    return resources.ChainTransferRef.FromString(chain_transfer).tx_hash.lower() if chain_transfer else ""
+
+
 def _history_row(after: BalanceAfter) -> dict[str, Any]:
     return {
         "account_id": after.account.account_id,
@@ -561,6 +576,111 @@ async def balances_at(
         for row in await session.execute(query):
             found[row.account_id] = (_balance_of(row), row.sequence)
     return found
+
+
+def _balance_at(row: Any) -> Balance:
+    columns = [getattr(row, f"at_{column}") for column in BALANCE_COLUMNS]
+    return Balance(*columns) if columns[0] is not None else domain.ZERO
+
+
+def _accounts_at(sequence: int) -> Any:
+    """Accounts with their balances after the last entry with sequence <= `sequence` (`at_*` columns).
+
+    One statement: each account is outer-joined to its newest history row at that point, found
+    through the (account_id, sequence) primary key.
+    """
+    at = history.alias("at")
+    newest = (
+        select(func.max(history.c.sequence))
+        .where(history.c.account_id == accounts.c.account_id, history.c.sequence <= sequence)
+        .scalar_subquery()
+    )
+    joined = accounts.outerjoin(at, and_(at.c.account_id == accounts.c.account_id, at.c.sequence == newest))
+    return select(accounts, *(at.c[column].label(f"at_{column}") for column in BALANCE_COLUMNS)).select_from(
+        joined
+    )
+
+
+async def accounts_at(
+    session: AsyncSession, account_ids: Sequence[str], sequence: int
+) -> dict[str, tuple[AccountRecord, Balance]]:
+    """The accounts with these ids and their balances as of `sequence`, in one query."""
+    assert len(account_ids) <= IN_LIST_ITEMS_MAX, len(account_ids)
+    query = _accounts_at(sequence).where(accounts.c.account_id.in_(sorted(set(account_ids))))
+    return {row.account_id: (_account_of(row), _balance_at(row)) for row in await session.execute(query)}
+
+
+async def asset_accounts_at(
+    session: AsyncSession, asset: str, sequence: int, *, code_prefix: str, after_code: str, limit: int | None
+) -> list[tuple[AccountRecord, Balance]]:
+    """Accounts of one asset ordered by code (after `after_code`, under a code prefix), with their
+    balances as of `sequence`; at most `limit` of them when given."""
+    query = _accounts_at(sequence).where(accounts.c.asset == asset, accounts.c.code > after_code)
+    if code_prefix:
+        query = query.where(accounts.c.code.startswith(code_prefix, autoescape=True))
+    rows = await session.execute(query.order_by(accounts.c.code).limit(limit))
+    return [(_account_of(row), _balance_at(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """The filters of ListJournalEntries; empty values do not filter. Sequence and time ranges are
+    half-open; an end of 0 (sequence) or None (time) is no bound."""
+
+    kinds: tuple[Kind, ...] = ()
+    category: str = ""
+    correlation_id: str = ""
+    asset: str = ""
+    tx_hash: str = ""
+    pending_status: PendingStatus = PendingStatus.NONE
+    pending_entry_id: str = ""
+    corrects_entry_id: str = ""
+    start_time_us: int | None = None
+    end_time_us: int | None = None
+    start_sequence: int = 0
+    end_sequence: int = 0
+
+    def condition(self) -> Any:
+        """The WHERE clause on ledger_entries."""
+        terms: list[Any] = [entries.c.sequence >= self.start_sequence]
+        if self.kinds:
+            terms.append(entries.c.kind.in_([int(kind) for kind in self.kinds]))
+        if self.category:
+            terms.append(
+                or_(
+                    entries.c.category == self.category,
+                    entries.c.category.startswith(self.category + ".", autoescape=True),
+                )
+            )
+        for name in ("correlation_id", "pending_entry_id", "corrects_entry_id"):
+            if getattr(self, name):
+                terms.append(entries.c[name] == getattr(self, name))
+        if self.tx_hash:
+            terms.append(entries.c.tx_hash == self.tx_hash.lower())
+        if self.asset:
+            terms.append(
+                exists().where(postings.c.sequence == entries.c.sequence, postings.c.asset == self.asset)
+            )
+        if self.pending_status is not PendingStatus.NONE:
+            terms.append(entries.c.pending_status == int(self.pending_status))
+        if self.start_time_us is not None:
+            terms.append(entries.c.post_time_us >= self.start_time_us)
+        if self.end_time_us is not None:
+            terms.append(entries.c.post_time_us < self.end_time_us)
+        if self.end_sequence:
+            terms.append(entries.c.sequence < self.end_sequence)
+        return and_(*terms)
+
+
+async def list_entries(
+    session: AsyncSession, where: EntryFilter, *, after_sequence: int, descending: bool, limit: int
+) -> list[Entry]:
+    """Entries matching `where` in sequence order, strictly after the cursor when one is given."""
+    condition = where.condition()
+    if after_sequence:
+        cursor = entries.c.sequence < after_sequence if descending else entries.c.sequence > after_sequence
+        condition = and_(condition, cursor)
+    return await _entries_where(session, condition, descending=descending, limit=limit)
 
 
 async def all_accounts(session: AsyncSession, assets: Sequence[str]) -> list[AccountRecord]:
@@ -629,12 +749,15 @@ def decode_token(token: str) -> dict[str, Any] | None:
 CORRECTIONS_LISTED_MAX = 16
 
 
-async def corrections_of(session: AsyncSession, entry_id: str) -> tuple[str, ...]:
-    """Ids of the first CORRECTION entries that reference `entry_id`."""
-    query = (
-        select(entries.c.entry_id)
-        .where(entries.c.corrects_entry_id == entry_id)
-        .order_by(entries.c.sequence)
-        .limit(CORRECTIONS_LISTED_MAX)
-    )
-    return tuple((await session.execute(query)).scalars())
+async def corrections_of(session: AsyncSession, entry_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Ids of the first CORRECTION entries that reference each of `entry_ids` (only those that have any)."""
+    found: dict[str, list[str]] = {}
+    for chunk in _chunks(sorted(set(entry_ids))):
+        query = (
+            select(entries.c.corrects_entry_id, entries.c.entry_id)
+            .where(entries.c.corrects_entry_id.in_(chunk))
+            .order_by(entries.c.sequence)
+        )
+        for row in await session.execute(query):
+            found.setdefault(row.corrects_entry_id, []).append(row.entry_id)
+    return {entry_id: tuple(ids[:CORRECTIONS_LISTED_MAX]) for entry_id, ids in found.items()}
