@@ -95,39 +95,54 @@ async def add_event(session: AsyncSession, event: Message, *, producer: str) -> 
     `meta.producer`; `meta.aggregate_id` is required and becomes the bus key. The headers carry
     the event type and the W3C trace context of the current span. Returns the event id.
     """
-    meta = event_meta(event)
-    topic = event_topic(event)
+    return (await add_events(session, [event], producer=producer))[0]
+
+
+async def add_events(session: AsyncSession, events: Sequence[Message], *, producer: str) -> list[str]:
+    """`add_event` for many events in one statement: a service that commits a batch of state
+    changes writes their events with one round trip, not one per event. Returns the event ids."""
     if not producer:
         raise OutboxError("producer (the service's name) is required")
+    if not events:
+        return []
+    now = datetime.now(UTC)
+    trace_headers: dict[str, str] = {}
+    propagate.inject(trace_headers)
+    rows = [_outbox_row(event, producer, now, trace_headers) for event in events]
+    await session.execute(insert(outbox), rows)
+    return [str(row["event_id"]) for row in rows]
+
+
+def _outbox_row(
+    event: Message, producer: str, now: datetime, trace_headers: dict[str, str]
+) -> dict[str, object]:
+    meta = event_meta(event)
+    topic = event_topic(event)
     if not meta.aggregate_id:
         raise OutboxError(f"{event.DESCRIPTOR.full_name}: meta.aggregate_id is required (it is the key)")
     if not meta.event_id:
         meta.event_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
     if not meta.HasField("occurred_at"):
         meta.occurred_at.FromDatetime(now)
     meta.producer = producer
     event_type = event.DESCRIPTOR.full_name
-    headers: dict[str, str] = {
+    headers = {
         HEADER_EVENT_TYPE: event_type,
         HEADER_EVENT_ID: meta.event_id,
         HEADER_CONTENT_TYPE: CONTENT_TYPE_PROTOBUF,
+        **trace_headers,
     }
-    propagate.inject(headers)
-    await session.execute(
-        insert(outbox).values(
-            event_id=meta.event_id,
-            topic=topic,
-            key=meta.aggregate_id,
-            event_type=event_type,
-            payload=event.SerializeToString(),
-            headers=headers,
-            created_at=now,
-            published_at=None,
-            attempts=0,
-        )
-    )
-    return meta.event_id
+    return {
+        "event_id": meta.event_id,
+        "topic": topic,
+        "key": meta.aggregate_id,
+        "event_type": event_type,
+        "payload": event.SerializeToString(),
+        "headers": headers,
+        "created_at": now,
+        "published_at": None,
+        "attempts": 0,
+    }
 
 
 class OutboxRelay:

@@ -9,7 +9,7 @@ from finmesh.events.v1 import event_meta_pb2, ledger_events_pb2
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from svc.kit.outbox import add_event
+from svc.kit.outbox import add_event, add_events
 from svc.ledger import convert, domain
 from svc.ledger.domain import Kind
 from svc.ledger.store import AccountRecord
@@ -47,9 +47,8 @@ def entry_event(outcome: domain.Outcome) -> Message:
 
 async def publish_entries(session: AsyncSession, outcomes: list[domain.Outcome]) -> None:
     """Adds the event of every entry applied in this transaction to the outbox."""
-    for outcome in outcomes:
-        if outcome.code is domain.ResultCode.OK:
-            await add_event(session, entry_event(outcome), producer=PRODUCER)
+    events = [entry_event(outcome) for outcome in outcomes if outcome.code is domain.ResultCode.OK]
+    await add_events(session, events, producer=PRODUCER)
 
 
 def _account_meta(record: AccountRecord) -> event_meta_pb2.EventMeta:
