@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from svc.kit import errors
+from svc.kit.amount import AMOUNT_MAX
 
-AMOUNT_MAX = 2**256 - 1
 LEDGER_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Freeze ids are derived from the request_id, so that a retry after a failure between the
 # ledger's commit and ours reuses the same ledger entry ids instead of holding twice.

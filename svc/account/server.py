@@ -28,6 +28,7 @@ from svc.account.cache import BalanceCache
 from svc.account.domain import Account, Freeze, FreezeState, Kind, Scope, Snapshot, Status
 from svc.account.ledger import CREDIT, DEBIT, LedgerGateway
 from svc.kit import errors, idempotency
+from svc.kit.amount import AMOUNT_MAX
 from svc.kit.context import call
 from svc.kit.db import Database
 
@@ -68,7 +69,7 @@ def _amount(text: str, field: str) -> int | None:
     if not text:
         return None
     amount = int(text)
-    if amount > domain.AMOUNT_MAX:
+    if amount > AMOUNT_MAX:
         raise errors.InvalidArgument([errors.FieldViolation(field, "above 2^256 - 1", "range")])
     return amount
 

@@ -14,16 +14,13 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    Dialect,
     Integer,
     MetaData,
-    Numeric,
     SmallInteger,
     String,
     Table,
@@ -34,41 +31,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from svc.account import domain
 from svc.account.domain import Account, Freeze, FreezeState, Kind, Scope, Status
+from svc.kit.amount import Amount
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1_000
-
-
-class Amount(TypeDecorator[int]):
-    """A base-unit amount: NUMERIC(78,0) on PostgreSQL, decimal text on SQLite; int in Python."""
-
-    impl = Numeric(78, 0)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """Text on SQLite, where NUMERIC affinity would store large integers as floats."""
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(78))
-        return dialect.type_descriptor(Numeric(78, 0))
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        """int -> the driver's exact type."""
-        if value is None:
-            return None
-        assert isinstance(value, int) and 0 <= value <= domain.AMOUNT_MAX, value
-        return str(value) if dialect.name == "sqlite" else Decimal(value)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        """The driver's value -> int, refusing anything that is not a whole number."""
-        if value is None:
-            return None
-        amount = int(value)
-        assert amount == Decimal(value), value
-        return amount
 
 
 metadata = MetaData()

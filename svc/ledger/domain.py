@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from svc.kit import errors
+from svc.kit.amount import AMOUNT_MAX
 
-AMOUNT_MAX = 2**256 - 1
 BATCH_ENTRIES_MAX = 8190
 ENTRY_POSTINGS_MAX = 128
 EXPIRE_ENTRY_PREFIX = "expire."

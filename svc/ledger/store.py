@@ -21,7 +21,6 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from finmesh.ledger.v1 import ledger_resources_pb2 as resources
@@ -30,10 +29,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Dialect,
     LargeBinary,
     MetaData,
-    Numeric,
     SmallInteger,
     String,
     Table,
@@ -47,8 +44,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from svc.kit.amount import Amount
 from svc.ledger import domain
 from svc.ledger.domain import (
     Account,
@@ -69,34 +66,6 @@ IN_LIST_ITEMS_MAX = 1_000
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1_000
 STATE_ROW_ID = 1
-
-
-class Amount(TypeDecorator[int]):
-    """A base-unit amount: NUMERIC(78,0) on PostgreSQL, decimal text on SQLite; int in Python."""
-
-    impl = Numeric(78, 0)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """Text on SQLite, where NUMERIC affinity would store large integers as floats."""
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(78))
-        return dialect.type_descriptor(Numeric(78, 0))
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        """int -> the driver's exact type (Decimal of an int is exact)."""
-        if value is None:
-            return None
-        assert isinstance(value, int) and 0 <= value <= domain.AMOUNT_MAX, value
-        return str(value) if dialect.name == "sqlite" else Decimal(value)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        """The driver's value -> int, refusing anything that is not a whole number."""
-        if value is None:
-            return None
-        amount = int(value)
-        assert amount == Decimal(value), value
-        return amount
 
 
 metadata = MetaData()
