@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start every service of a profile, each in its own process")
     run.add_argument("--profile", default=catalog_module.FULL_PROFILE, help="product profile (default: full)")
-    run.add_argument("--only", default="", metavar="A,B", help="start only these services of the profile")
+    run.add_argument(
+        "--only", default="", metavar="A,B", help="start only these of the profile (`gateway`: the REST edge)"
+    )
     ports = run.add_mutually_exclusive_group()
     ports.add_argument("--port-offset", type=int, default=0, metavar="N", help="add N to every catalog port")
     ports.add_argument(
@@ -115,19 +117,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    from svc.kit.launcher import Launcher, LaunchError, Layout, plan_endpoints, read_endpoints, select
+    from svc.kit.launcher import (
+        GATEWAY,
+        Launcher,
+        LaunchError,
+        Layout,
+        plan_endpoints,
+        plan_gateway,
+        read_endpoints,
+        select,
+    )
 
     load_settings(KitSettings)  # a bad FINMESH_* variable stops here, not in every child
     catalog = catalog_module.default()
     entries = catalog.profile(arguments.profile)
     only = [name.strip() for name in arguments.only.split(",") if name.strip()]
+    with_gateway = not only or GATEWAY in only
+    services = [name for name in only if name != GATEWAY]
     try:
-        for name in only:
+        for name in services:
             catalog.service(name)
-        entries = select(entries, only)
+        if only:
+            entries = select(entries, services) if services else []
         endpoints = plan_endpoints(
             entries, port_offset=arguments.port_offset, free_ports=arguments.free_ports
         )
+        if with_gateway:
+            endpoints.append(plan_gateway(port_offset=arguments.port_offset, free_ports=arguments.free_ports))
     except LaunchError as error:
         raise UsageError(str(error)) from None
     layout = Layout(arguments.var_dir)
@@ -149,6 +165,9 @@ def _run(arguments: argparse.Namespace) -> int:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
+    from svc.kit.launcher import die_with_launcher
+
+    die_with_launcher()
     catalog_module.default().service(arguments.name)
     from svc.kit import server
 

@@ -7,13 +7,16 @@ context (OpenTelemetry's client interceptor).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from svc.kit.context import call as current_call
+from svc.kit.context import current_call as current_call_variable
 from svc.kit.identity import USER_TOKEN_METADATA
 from svc.kit.mtls import LocalCA
 
@@ -49,6 +52,19 @@ def _outgoing(client_call_details: grpc.aio.ClientCallDetails) -> grpc.aio.Clien
     )
 
 
+@contextmanager
+def as_service() -> Iterator[None]:
+    """Calls made inside act as this service itself, not for the end user being served: the
+    user's token is not forwarded (the deadline still is). For look-ups a service makes for its
+    own decisions, such as the auth service reading a user's status while serving that user."""
+    served = current_call()
+    token = current_call_variable.set(dataclasses.replace(served, user=None) if served is not None else None)
+    try:
+        yield
+    finally:
+        current_call_variable.reset(token)
+
+
 class PropagatingUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
@@ -74,12 +90,18 @@ def channel(
     *,
     identity: str | None = None,
     ca: LocalCA | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    """A channel to `target`; mutual TLS as `identity` when a CA is given, plaintext otherwise."""
+    """A channel to `target`; mutual TLS as `identity` when a CA is given, plaintext otherwise.
+
+    `options` are extra grpc channel arguments (for example a shorter reconnect backoff).
+    """
     interceptors = client_interceptors()
     if ca is None or identity is None:
-        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
     credentials = ca.credentials(identity)
     # Certificates name 127.0.0.1 and localhost; the override keeps the check strict for other hosts.
-    options = [("grpc.ssl_target_name_override", "localhost")]
-    return grpc.aio.secure_channel(target, credentials.channel(), options=options, interceptors=interceptors)
+    secure_options = [("grpc.ssl_target_name_override", "localhost"), *options]
+    return grpc.aio.secure_channel(
+        target, credentials.channel(), options=secure_options, interceptors=interceptors
+    )

@@ -211,6 +211,10 @@ class EventConsumer:
                     )
                 finally:
                     self._fetching = False
+                if not batch and getattr(subscription, "closed", False):
+                    # Closed under us (the bus stopped): fetching again would return at once,
+                    # forever, and starve the event loop. Subscribe again after a backoff.
+                    raise ConnectionError("the subscription was closed")
                 for message in batch:
                     await self._process(message)
                 failures = 0

@@ -15,6 +15,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN_SUFFIX = ".finmesh.io"
+# The status travels in trailers, which grpc caps at 16 KiB: a batch with thousands of bad
+# entries would otherwise turn INVALID_ARGUMENT into the client's RESOURCE_EXHAUSTED.
+FIELD_VIOLATIONS_MAX = 25
+MESSAGE_FIELDS_MAX = 5
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,20 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    """The request is malformed; lists every violated field."""
+    """The request is malformed; lists the violated fields (the first FIELD_VIOLATIONS_MAX)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: Sequence[FieldViolation], message: str = "") -> None:
-        fields = ", ".join(violation.field for violation in violations)
-        super().__init__(message or f"invalid request: {fields}")
-        self.violations = tuple(violations)
+        fields = ", ".join(violation.field for violation in violations[:MESSAGE_FIELDS_MAX])
+        if len(violations) > MESSAGE_FIELDS_MAX:
+            fields += f" and {len(violations) - MESSAGE_FIELDS_MAX} more"
+        super().__init__(
+            message or f"invalid request: {fields}",
+            metadata={"violations": str(len(violations))} if len(violations) > FIELD_VIOLATIONS_MAX else None,
+        )
+        self.violations = tuple(violations[:FIELD_VIOLATIONS_MAX])
 
 
 class NotFound(DomainError):

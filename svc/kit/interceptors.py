@@ -23,6 +23,7 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import Message
+from sqlalchemy.exc import OperationalError
 
 from svc.kit import errors, identity
 from svc.kit.catalog import Catalog
@@ -61,6 +62,10 @@ class ServerChain:
         self._require_peer_identity = require_peer_identity
         self._allowed = catalog.allowed_callers(service) if catalog and service in catalog.services else None
         self._spans = ServerSpans()
+
+    def use_verifier(self, verifier: identity.TokenVerifier) -> None:
+        """Verifies end-user tokens with `verifier` from now on (see ServiceApp.use_token_verifier)."""
+        self._verifier = verifier
 
     def wrap_service(self, service_name: str, handlers: dict[str, Handler]) -> dict[str, Handler]:
         """The handlers of one gRPC service, each wrapped in the chain."""
@@ -163,6 +168,12 @@ class ServerChain:
         if isinstance(error, NotImplementedError):
             # The generated base servicer's answer for an RPC the service does not implement yet.
             error = errors.Unimplemented(f"{call.method} is not implemented by {self._service}")
+        if _database_busy(error):
+            # SQLite's write lock still held by others after the busy timeout: the transaction
+            # rolled back whole, and a retry may succeed.
+            error = errors.DependencyUnavailable(
+                "the database is busy; nothing was applied, retry", metadata={"dependency": "database"}
+            )
         if isinstance(error, errors.DomainError):
             status = errors.to_status(error, service=self._service)
             call.status_code = error.code.name
@@ -194,3 +205,7 @@ class ServerChain:
         if remaining is not None:
             call.deadline = time.monotonic() + remaining
         validate(request)
+
+
+def _database_busy(error: Exception) -> bool:
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)

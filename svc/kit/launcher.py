@@ -7,6 +7,10 @@ in a process group of its own, with its log in `<var>/log/<name>.log`. The launc
 every service answers SERVING over the gRPC health protocol, prints the endpoints, and on
 SIGINT or SIGTERM stops the children: SIGTERM, the grace period, then SIGKILL for stragglers.
 
+A service that exits once the mesh is up is restarted on its own endpoint, the way a pod is,
+with a growing back-off; one that keeps crashing (CRASH_LOOP_RESTARTS restarts within
+CRASH_LOOP_WINDOW_S) is left down and reported, so that a broken service is seen, not hidden.
+
 The endpoints of a running mesh are written to `<var>/run/endpoints.json` so that
 `finmesh status` finds services started on ports other than the catalog's.
 """
@@ -24,9 +28,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,6 +42,10 @@ from svc.kit.config import SQLITE_BUS_FILE_NAME
 from svc.kit.mtls import LocalCA
 
 OPERATOR_IDENTITY = "operator"
+# The REST edge (`python -m gateway`): an HTTP endpoint, probed at GATEWAY_HEALTH_PATH.
+GATEWAY = "gateway"
+GATEWAY_PORT = 8080
+GATEWAY_HEALTH_PATH = "/healthz"
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
 GRACE_PERIOD_S = 10.0
@@ -47,6 +54,10 @@ EXIT_MARGIN_S = 3.0
 PROBE_TIMEOUT_S = 1.0
 POLL_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 20
+# Back-off before the n-th consecutive restart of a service (the last value repeats).
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+CRASH_LOOP_RESTARTS = 5
+CRASH_LOOP_WINDOW_S = 120.0
 UNREACHABLE = "UNREACHABLE"
 SERVING = "SERVING"
 # A child that is still starting refuses connections; without a short reconnect backoff the
@@ -58,6 +69,7 @@ PROBE_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_reconnect_backoff_ms", 300),
 )
 _PR_SET_PDEATHSIG = 1
+LAUNCHER_PID_ENV = "FINMESH_LAUNCHER_PID"
 
 
 class LaunchError(Exception):
@@ -105,6 +117,11 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
     @property
+    def is_http(self) -> bool:
+        """The REST edge, which speaks HTTP; every other endpoint is a gRPC service."""
+        return not self.grpc_service
+
+    @property
     def metrics_address(self) -> str:
         return f"{self.host}:{self.metrics_port}"
 
@@ -138,6 +155,17 @@ def plan_endpoints(
             if not 0 < port < 65536:
                 raise LaunchError(f"port offset {port_offset} puts {endpoint.service} on invalid port {port}")
     return endpoints
+
+
+def plan_gateway(*, host: str = LOOPBACK, port_offset: int = 0, free_ports: bool = False) -> Endpoint:
+    """The REST edge's endpoint: GATEWAY_PORT (shifted by `port_offset`), or a free port."""
+    if free_ports:
+        port, metrics_port = _free_ports(2, host)
+    else:
+        port, metrics_port = GATEWAY_PORT + port_offset, GATEWAY_PORT + 1000 + port_offset
+    if not 0 < port < 65536 or not 0 < metrics_port < 65536:
+        raise LaunchError(f"port offset {port_offset} puts the gateway on invalid port {port}")
+    return Endpoint(GATEWAY, "", host, port, metrics_port)
 
 
 def select(entries: Sequence[ServiceEntry], only: Iterable[str]) -> list[ServiceEntry]:
@@ -192,7 +220,8 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> st
 
 
 class HealthProbe:
-    """Asks one service for its health over mTLS; `check` names the status or UNREACHABLE."""
+    """Asks one service for its health over mTLS (the gateway over HTTP); `check` names the status
+    or UNREACHABLE."""
 
     def __init__(self, endpoint: Endpoint, credentials: grpc.ChannelCredentials) -> None:
         self.endpoint = endpoint
@@ -201,6 +230,8 @@ class HealthProbe:
 
     async def check(self, timeout_s: float = PROBE_TIMEOUT_S) -> str:
         """SERVING, NOT_SERVING, SERVICE_UNKNOWN..., a gRPC code name, or UNREACHABLE."""
+        if self.endpoint.is_http:
+            return await self._check_http(timeout_s)
         request = health_pb2.HealthCheckRequest(service=self.endpoint.grpc_service)
         try:
             response = await self._stub.Check(request, timeout=timeout_s)
@@ -209,6 +240,25 @@ class HealthProbe:
                 return UNREACHABLE
             return str(error.code().name)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def _check_http(self, timeout_s: float) -> str:
+        """SERVING when GET GATEWAY_HEALTH_PATH answers 200, NOT_SERVING for another status."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+                try:
+                    writer.write(
+                        f"GET {GATEWAY_HEALTH_PATH} HTTP/1.1\r\nHost: {self.endpoint.address}\r\n"
+                        "Connection: close\r\n\r\n".encode()
+                    )
+                    await writer.drain()
+                    status_line = await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return UNREACHABLE
+        parts = status_line.split()
+        return SERVING if len(parts) >= 2 and parts[1] == b"200" else "NOT_SERVING"
 
     async def close(self) -> None:
         await self._channel.close()
@@ -237,8 +287,17 @@ async def check_all(endpoints: Sequence[Endpoint], pki_dir: Path, timeout_s: flo
 # The endpoints file of a running mesh
 
 
-def write_endpoints(path: Path, profile: str, endpoints: Sequence[Endpoint], *, ready: bool) -> None:
-    """Records the running mesh (launcher pid, profile, endpoints) for `finmesh status`."""
+def write_endpoints(
+    path: Path,
+    profile: str,
+    endpoints: Sequence[Endpoint],
+    *,
+    ready: bool,
+    pids: Mapping[str, int] | None = None,
+) -> None:
+    """Records the running mesh (launcher pid, profile, endpoints and the pid serving each) for
+    `finmesh status` and for tests that stop one service."""
+    pids = pids or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "launcher_pid": os.getpid(),
@@ -251,6 +310,7 @@ def write_endpoints(path: Path, profile: str, endpoints: Sequence[Endpoint], *, 
                 "host": e.host,
                 "port": e.port,
                 "metrics_port": e.metrics_port,
+                **({"pid": pids[e.service]} if e.service in pids else {}),
             }
             for e in endpoints
         ],
@@ -265,7 +325,10 @@ def read_endpoints(path: Path) -> tuple[str, list[Endpoint]] | None:
     try:
         document = json.loads(path.read_text())
         pid = int(document["launcher_pid"])
-        endpoints = [Endpoint(**service) for service in document["services"]]
+        endpoints = [
+            Endpoint(**{key: value for key, value in service.items() if key != "pid"})
+            for service in document["services"]
+        ]
         profile = str(document["profile"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -286,22 +349,18 @@ def _pid_alive(pid: int) -> bool:
 # Child processes
 
 
-def _death_signal_hook() -> Callable[[], None] | None:
-    """preexec_fn asking Linux to SIGTERM the child when the launcher dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
+def die_with_launcher() -> None:
+    """Called first by a child the launcher started: asks Linux to SIGTERM it when the launcher
+    dies, even by SIGKILL. In the child rather than as a preexec_fn, because a restart spawns from
+    a launcher that already runs gRPC threads, where code between fork and exec is unsafe."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
     library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    libc = ctypes.CDLL(library, use_errno=True)
-    parent = os.getpid()
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the launcher died before prctl took effect
-            os._exit(1)
-
-    return hook
+    if library is not None:
+        ctypes.CDLL(library, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(launcher):  # the launcher died before prctl took effect
+        os._exit(1)
 
 
 @dataclass
@@ -312,6 +371,10 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes]
     reported_exit: bool = field(default=False)
+    # Monotonic times of the restarts so far, and when the next one is due (None: not planned).
+    restarts: list[float] = field(default_factory=list)
+    restart_at: float | None = field(default=None)
+    given_up: bool = field(default=False)
 
     @property
     def name(self) -> str:
@@ -336,8 +399,13 @@ def child_environment(
 
     Every child gets the SQLite bus on `<var>/data/bus.db` (or FINMESH_BUS_PATH), so that events
     cross processes, unless the launcher's own environment chose a bus (FINMESH_BUS).
+
+    A variable scoped to one service, `FINMESH_<SERVICE>__<NAME>` (the service's name upper-cased,
+    `-` as `_`), is that child's `FINMESH_<NAME>`: settings that share a name across services
+    (FINMESH_ASSETS, FINMESH_CHAINS) can differ per service in one launcher environment.
     """
     env = dict(os.environ)
+    env.update(scoped_variables(endpoint.service, env))
     if "FINMESH_BUS" not in env:
         env["FINMESH_BUS"] = "sqlite"
         env.setdefault("FINMESH_BUS_PATH", str((layout.data_dir / SQLITE_BUS_FILE_NAME).resolve()))
@@ -352,25 +420,43 @@ def child_environment(
             "FINMESH_DATA_DIR": str(layout.data_dir.resolve()),
             "FINMESH_GRACE_PERIOD_S": str(grace_s),
             "PYTHONUNBUFFERED": "1",
+            LAUNCHER_PID_ENV: str(os.getpid()),
         }
     )
     return env
 
 
-def spawn(endpoint: Endpoint, layout: Layout, grace_s: float, peers: Sequence[Endpoint] = ()) -> Child:
-    """Starts `finmesh serve <service>` in a new process group, its output in the service's log."""
+def scoped_variables(service: str, environment: dict[str, str]) -> dict[str, str]:
+    """The `FINMESH_<NAME>` values that `FINMESH_<SERVICE>__<NAME>` variables give `service`."""
+    scope = f"FINMESH_{service.upper().replace('-', '_')}__"
+    return {
+        "FINMESH_" + key[len(scope) :]: value
+        for key, value in environment.items()
+        if key.startswith(scope) and len(key) > len(scope)
+    }
+
+
+def spawn(
+    endpoint: Endpoint,
+    layout: Layout,
+    grace_s: float,
+    peers: Sequence[Endpoint] = (),
+    *,
+    append_log: bool = False,
+) -> Child:
+    """Starts `finmesh serve <service>` (the gateway: `python -m gateway`) in a new process group,
+    its output in the service's log (appended to on a restart)."""
     log_path = layout.log_file(endpoint.service)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
+    command = ["-m", GATEWAY] if endpoint.is_http else ["-m", "svc.kit.cli", "serve", endpoint.service]
+    with log_path.open("ab" if append_log else "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "svc.kit.cli", "serve", endpoint.service],
+            [sys.executable, *command],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=child_environment(endpoint, layout, grace_s, peers),
             start_new_session=True,
-            # Safe here: the launcher starts no threads before its children.
-            preexec_fn=_death_signal_hook(),
         )
     return Child(endpoint=endpoint, log_path=log_path, process=process)
 
@@ -441,7 +527,7 @@ class Launcher:
         started = time.monotonic()
         for endpoint in self.endpoints:
             self._children.append(spawn(endpoint, self.layout, self.grace_s, self.endpoints))
-        write_endpoints(self.layout.endpoints_file, self.profile, self.endpoints, ready=False)
+        self._record(ready=False)
         outcome, statuses = await self._wait_until_serving()
         if outcome is Outcome.FAILED:
             return 1
@@ -452,8 +538,12 @@ class Launcher:
             f"finmesh: all {len(self.endpoints)} services SERVING after "
             f"{time.monotonic() - started:.1f} s; Ctrl-C stops them"
         )
-        write_endpoints(self.layout.endpoints_file, self.profile, self.endpoints, ready=True)
+        self._record(ready=True)
         return await self._supervise()
+
+    def _record(self, *, ready: bool) -> None:
+        pids = {child.name: child.pid for child in self._children}
+        write_endpoints(self.layout.endpoints_file, self.profile, self.endpoints, ready=ready, pids=pids)
 
     async def _wait_until_serving(self) -> tuple[Outcome, dict[str, str]]:
         credentials = LocalCA(self.layout.pki_dir).credentials(OPERATOR_IDENTITY).channel()
@@ -517,21 +607,50 @@ class Launcher:
         self._say(format_table(("SERVICE", "GRPC", "METRICS", "STATUS", "PID"), rows), error=error)
 
     async def _supervise(self) -> int:
-        """Waits for a stop signal, reporting any service that exits meanwhile."""
+        """Waits for a stop signal, restarting any service that exits meanwhile."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), POLL_INTERVAL_S * 2)
-            for child in self._children:
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            for index, child in enumerate(self._children):
                 code = child.returncode()
-                if code is not None and not child.reported_exit:
-                    child.reported_exit = True
-                    self._say(
-                        f"finmesh: {child.name} exited with code {code}; see {child.log_path}", error=True
-                    )
-            if all(child.returncode() is not None for child in self._children):
+                if code is None or child.given_up:
+                    continue
+                if child.restart_at is None:
+                    self._plan_restart(child, code, now)
+                elif now >= child.restart_at:
+                    self._children[index] = self._restart(child)
+                    self._record(ready=True)
+            if all(child.given_up for child in self._children):
                 self._say("finmesh: every service has exited", error=True)
                 return 1
         return 0
+
+    def _plan_restart(self, child: Child, code: int, now: float) -> None:
+        recent = [at for at in child.restarts if now - at < CRASH_LOOP_WINDOW_S]
+        if len(recent) >= CRASH_LOOP_RESTARTS:
+            child.given_up = True
+            self._say(
+                f"finmesh: {child.name} exited with code {code} after {plural(len(recent), 'restart')} "
+                f"in {CRASH_LOOP_WINDOW_S:.0f} s; leaving it down, see {child.log_path}",
+                error=True,
+            )
+            return
+        delay = RESTART_BACKOFF_S[min(len(recent), len(RESTART_BACKOFF_S) - 1)]
+        child.restart_at = now + delay
+        self._say(
+            f"finmesh: {child.name} exited with code {code}; restarting it in {delay:g} s "
+            f"(see {child.log_path})",
+            error=True,
+        )
+
+    def _restart(self, child: Child) -> Child:
+        fresh = spawn(child.endpoint, self.layout, self.grace_s, self.endpoints, append_log=True)
+        fresh.restarts = [*child.restarts, time.monotonic()]
+        self._say(f"finmesh: {child.name} restarted (pid {fresh.pid})")
+        return fresh
 
     async def _stop_children(self) -> None:
         """SIGTERM to every child's group, the grace period, then SIGKILL (also on a second Ctrl-C)."""

@@ -29,9 +29,10 @@ from typing import Any
 from finmesh.events.v1 import event_meta_pb2
 from google.protobuf.message import Message
 from opentelemetry import propagate
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from svc.kit.bulk import insert_rows, one_of
 from svc.kit.bus import BusMessage, EventBus
 from svc.kit.db import Database
 from svc.kit.tables import outbox
@@ -109,7 +110,7 @@ async def add_events(session: AsyncSession, events: Sequence[Message], *, produc
     trace_headers: dict[str, str] = {}
     propagate.inject(trace_headers)
     rows = [_outbox_row(event, producer, now, trace_headers) for event in events]
-    await session.execute(insert(outbox), rows)
+    await insert_rows(session, outbox, rows)
     return [str(row["event_id"]) for row in rows]
 
 
@@ -356,7 +357,7 @@ class OutboxRelay:
     async def _mark_published(self, session: AsyncSession, ids: list[int]) -> None:
         await session.execute(
             update(outbox)
-            .where(outbox.c.id.in_(ids), outbox.c.published_at.is_(None))
+            .where(one_of(session, outbox.c.id, ids), outbox.c.published_at.is_(None))
             .values(published_at=datetime.now(UTC), attempts=outbox.c.attempts + 1)
         )
 
@@ -407,8 +408,8 @@ class OutboxRelay:
                     select(outbox.c.key, func.min(outbox.c.id))
                     .where(
                         outbox.c.published_at.is_(None),
-                        outbox.c.key.in_(keys),
-                        outbox.c.id.not_in(ids),
+                        one_of(session, outbox.c.key, keys),
+                        ~one_of(session, outbox.c.id, ids),
                         outbox.c.id < max(ids),
                     )
                     .group_by(outbox.c.key)

@@ -133,6 +133,11 @@ class ServiceApp:
         self._channels[service] = created
         return created
 
+    def use_token_verifier(self, verifier: TokenVerifier) -> None:
+        """Replaces the verifier of end-user tokens built from `jwt_public_keys_file`: the auth
+        service verifies against the signing keys it holds itself."""
+        self._chain.use_verifier(verifier)
+
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Runs `hook` once the database is migrated, before the service reports SERVING."""
         self._on_start.append(hook)

@@ -687,6 +687,16 @@ _building: dict[AnyDescriptor, _Compiled] = {}
 _compiling = threading.RLock()
 
 
+def _oneof_required(name: str) -> Check:
+    """(buf.validate.oneof).required: one member of the oneof is set."""
+
+    def check(message: Message) -> Iterator[FieldViolation]:
+        if message.WhichOneof(name) is None:
+            yield FieldViolation(name, "exactly one field is required in oneof", "required")
+
+    return check
+
+
 def _compile_message(descriptor: Descriptor) -> _Compiled:
     compiled = _building.get(descriptor)
     if compiled is not None:
@@ -699,12 +709,15 @@ def _compile_message(descriptor: Descriptor) -> _Compiled:
         if message_rules.cel_expression or message_rules.oneof:
             raise Unsupported(f"{descriptor.full_name}: message rules")
         message_checks = [_cel_check(rule, descriptor.full_name) for rule in message_rules.cel]
-    for oneof in descriptor.oneofs:
-        if oneof.GetOptions().HasExtension(rules_pb2.oneof):
-            raise Unsupported(f"{descriptor.full_name}.{oneof.name}: oneof rules")
+    oneof_checks = [
+        _oneof_required(oneof.name)
+        for oneof in descriptor.oneofs
+        if oneof.GetOptions().HasExtension(rules_pb2.oneof)
+        and oneof.GetOptions().Extensions[rules_pb2.oneof].required
+    ]
     checks = [check for field in descriptor.fields if (check := _compile_field(field)) is not None]
-    # protovalidate reports field rules before the message's own rules.
-    compiled.checks = tuple(checks + message_checks)
+    # protovalidate reports oneof rules before field rules, and field rules before the message's own.
+    compiled.checks = tuple(oneof_checks + checks + message_checks)
     compiled.building = False
     return compiled
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .servers import KafkaBroker, PostgresServer, RedisServer
+from .servers import KafkaBroker, PostgresServer, RedisServer, S3Server
+from .softhsm import SoftHsmToken
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,30 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> Iterator[SoftHsmToken]:
+    """One SoftHSM2 token for the whole session, defined once here: a process loads one PKCS#11
+    module configuration, so a second session token (a fixture re-bound in another conftest is
+    another fixture) would be invisible to the module."""
+    token = SoftHsmToken().start()
+    token.activate()
+    try:
+        yield token
+    finally:
+        token.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3-compatible endpoint for the session; tests use buckets of their own."""
+    server = S3Server()
     try:
         server.start()
         yield server

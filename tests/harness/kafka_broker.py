@@ -35,7 +35,7 @@ __all__ = ["KafkaBroker"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _find_java() -> str:
+def find_java() -> str:
     env = os.environ.get("FINMESH_JAVA")
     if env:
         return env
@@ -152,7 +152,7 @@ class KafkaBroker:
         if self._proc is not None and self._proc.alive():
             return self
         if self.dir is None:
-            self._java = _find_java()
+            self._java = find_java()
             self._libs = _kafka_libs()  # may fetch the jars (once): not part of the start budget
         began = time.monotonic()
         if self.dir is None:

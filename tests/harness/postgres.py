@@ -63,11 +63,14 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class PostgresServer:
     """A throwaway PostgreSQL cluster: initdb in a scratch dir, `postgres` on 127.0.0.1:<port>.
 
-    Tuned for tests (fsync off): never point it at data you care about.
+    Tuned for tests (fsync off): never point it at data you care about. `durable=True` keeps
+    PostgreSQL's production defaults instead (fsync, synchronous_commit and full_page_writes
+    on), so that every commit waits for a real disk flush: what a benchmark must measure.
     """
 
-    def __init__(self, *, start_timeout: float = 30.0, user: str = "finmesh") -> None:
+    def __init__(self, *, start_timeout: float = 30.0, user: str = "finmesh", durable: bool = False) -> None:
         self.start_timeout = start_timeout
+        self.durable = durable
         self.user = user
         self.password = secrets.token_hex(12)
         self.port: int | None = None
@@ -147,9 +150,7 @@ class PostgresServer:
                     "-p", str(self.port),
                     "-c", f"listen_addresses={HOST}",
                     "-c", f"unix_socket_directories={sock}",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
+                    *self._durability_options(),
                     "-c", "max_connections=300",
                     "-c", "shared_buffers=128MB",
                     "-c", "logging_collector=off",
@@ -183,6 +184,11 @@ class PostgresServer:
         self.execute("SELECT 1")
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def _durability_options(self) -> list[str]:
+        if self.durable:
+            return ["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"]
+        return ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
 
     def execute(self, sql: str, database: str = "postgres") -> str:
         """Run SQL through psql over TCP as the superuser; return its unaligned output."""

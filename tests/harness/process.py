@@ -65,6 +65,7 @@ def log_tail(path: Path | str, lines: int = 40) -> str:
 
 
 HOST = "127.0.0.1"
+_SETPRIV = shutil.which("setpriv")
 
 
 def tcp_open(port: int, timeout: float = 0.5, host: str = HOST) -> bool:
@@ -78,6 +79,15 @@ def tcp_open(port: int, timeout: float = 0.5, host: str = HOST) -> bool:
 
 def run_tool(argv: list[str], *, what: str, timeout: float, **kwargs: Any) -> str:
     """Run a short helper command to completion; raise ServerStartError with its output if it fails."""
+    user = kwargs.get("user")
+    if user and _SETPRIV is not None:
+        # As ServerProcess does, and for the same reason (see _spawn_prefix): no fork() in Python.
+        for name in ("user", "group", "extra_groups"):
+            kwargs.pop(name, None)
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        argv = [_SETPRIV, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--", *argv]
     try:
         done: subprocess.CompletedProcess[bytes] = subprocess.run(
             argv,
@@ -179,6 +189,28 @@ _live: set[ServerProcess] = set()
 _live_lock = threading.Lock()
 
 
+def _spawn_prefix(sig: int, user: str | None) -> list[str]:
+    """`setpriv` options that set the death signal and drop to `user`, or [] when unavailable.
+
+    Why not preexec_fn and Popen(user=...): either makes Python fork() rather than vfork(), and
+    a fork() child of a process that already runs grpc executes grpc's atfork handlers before
+    exec, which can abort it (seen: PostgreSQL dying with SIGABRT and a grpc epoll error in its
+    log). setpriv (util-linux) does the same two things after exec, in its own process.
+    """
+    if _SETPRIV is None:
+        return []
+    prefix = [_SETPRIV]
+    if user:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        prefix += [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+    # The kernel sends the signal when the spawning *thread* exits: only safe from the main thread.
+    if threading.current_thread() is threading.main_thread():
+        prefix.append(f"--pdeathsig={signal.Signals(sig).name}")
+    return [*prefix, "--"]
+
+
 def _death_signal_hook(sig: int, parent_pid: int) -> Callable[[], None] | None:
     """preexec_fn that asks the kernel to send `sig` to the child when its parent thread dies.
 
@@ -236,20 +268,32 @@ class ServerProcess:
             self._log_offset = log.tell()
             log.write(f"\n===== {time.strftime('%H:%M:%S')} start: {shlex.join(self.argv)}\n".encode())
             log.flush()
+            prefix = _spawn_prefix(self.death_signal, self.user)
             try:
-                self._popen = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.cwd,
-                    env=self.env,
-                    user=self.user,
-                    group=self._group(),
-                    extra_groups=[] if self.user else None,
-                    start_new_session=True,
-                    preexec_fn=_death_signal_hook(self.death_signal, os.getpid()),
-                )
+                if prefix:
+                    self._popen = subprocess.Popen(
+                        [*prefix, *self.argv],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=self.cwd,
+                        env=self.env,
+                        start_new_session=True,
+                    )
+                else:
+                    self._popen = subprocess.Popen(
+                        self.argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=self.cwd,
+                        env=self.env,
+                        user=self.user,
+                        group=self._group(),
+                        extra_groups=[] if self.user else None,
+                        start_new_session=True,
+                        preexec_fn=_death_signal_hook(self.death_signal, os.getpid()),
+                    )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
         with _live_lock:

@@ -5,9 +5,11 @@ stops everything.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor
@@ -36,12 +39,15 @@ from tests.harness.process import ServerProcess, free_port, log_tail, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 PROFILE = "custodial-wallet"
-MESH_SERVICES = ("custody", "ledger")
+MESH_SERVICES = ("custody", "admin", "ledger")
+# The REST edge runs beside them, probed over HTTP.
+MESH_EDGE = "gateway"
 GRACE_S = 4.0
 STARTUP_TIMEOUT_S = 40.0
 # Launcher's margin after the grace period for interpreter teardown (svc.kit.launcher.EXIT_MARGIN_S).
 EXIT_MARGIN_S = 3.0
 RPC_TIMEOUT_S = 5.0
+RESTARTED = re.compile(r"finmesh: (?P<service>[a-z-]+) restarted \(pid (?P<pid>\d+)\)")
 
 
 @dataclass
@@ -77,7 +83,7 @@ def finmesh(*arguments: str) -> subprocess.CompletedProcess[str]:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     var_dir = tmp_path_factory.mktemp("mesh") / "var"
     launcher = launcher_process(
-        var_dir, "--only", ",".join(MESH_SERVICES), "--free-ports", "--grace", str(GRACE_S),
+        var_dir, "--only", ",".join((*MESH_SERVICES, MESH_EDGE)), "--free-ports", "--grace", str(GRACE_S),
         "--timeout", str(STARTUP_TIMEOUT_S),
     )  # fmt: skip
     launcher.start()
@@ -150,9 +156,15 @@ async def health_of(channel: grpc.aio.Channel, service: str = "") -> str:
 
 
 def child_pids(output: str) -> dict[str, int]:
-    """Service -> pid, from the endpoint table the launcher prints."""
-    rows = (line.split() for line in output.splitlines())
-    return {row[0]: int(row[-1]) for row in rows if row and row[0] in MESH_SERVICES and row[-1].isdigit()}
+    """Service -> pid, from the endpoint table the launcher prints and its later restarts."""
+    pids: dict[str, int] = {}
+    for line in output.splitlines():
+        row = line.split()
+        if row and row[0] in MESH_SERVICES and row[-1].isdigit():
+            pids[row[0]] = int(row[-1])
+        elif (restart := RESTARTED.search(line)) is not None:
+            pids[restart["service"]] = int(restart["pid"])
+    return pids
 
 
 def pid_exists(pid: int) -> bool:
@@ -168,8 +180,8 @@ def pid_exists(pid: int) -> bool:
 
 def test_launcher_prints_every_endpoint_once_serving(mesh: Mesh) -> None:
     output = mesh.output()
-    assert f"all {len(MESH_SERVICES)} services SERVING after" in output
-    for name in MESH_SERVICES:
+    assert f"all {len(MESH_SERVICES) + 1} services SERVING after" in output
+    for name in (*MESH_SERVICES, MESH_EDGE):
         endpoint = mesh.endpoints[name]
         row = next(line.split() for line in output.splitlines() if line.startswith(name + " "))
         assert row[1:4] == [endpoint.address, endpoint.metrics_address, "SERVING"]
@@ -181,8 +193,9 @@ def test_launcher_prints_every_endpoint_once_serving(mesh: Mesh) -> None:
 def test_status_exits_zero_when_every_service_is_serving(mesh: Mesh) -> None:
     result = finmesh("status", "--var-dir", str(mesh.var_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{len(MESH_SERVICES)}/{len(MESH_SERVICES)} SERVING" in result.stdout
-    for name in MESH_SERVICES:
+    count = len(MESH_SERVICES) + 1
+    assert f"{count}/{count} SERVING" in result.stdout
+    for name in (*MESH_SERVICES, MESH_EDGE):
         assert mesh.endpoints[name].address in result.stdout
 
 
@@ -192,6 +205,16 @@ async def test_every_service_answers_health_checks(mesh: Mesh) -> None:
         async with as_identity(mesh, OPERATOR_IDENTITY, name) as channel:
             assert await health_of(channel) == "SERVING"
             assert await health_of(channel, catalog.service(name).grpc_service) == "SERVING"
+
+
+def test_the_gateway_serves_rest_over_the_mesh(mesh: Mesh) -> None:
+    base = f"http://{mesh.endpoints[MESH_EDGE].address}"
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/openapi.json", timeout=5).json()["openapi"].startswith("3.")
+    # An end-user route without a token is refused at the edge, with a google.rpc.Status body.
+    refused = httpx.get(f"{base}/v1/admin/ledger/trial_balance", timeout=5)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
 
 
 def _has_implementation(service: str) -> bool:
@@ -305,6 +328,26 @@ def test_a_service_dying_at_start_up_stops_the_launcher(tmp_path: Path) -> None:
     assert "ledger exited with code 1 during start-up" in output
     assert "cannot listen" in output
     assert not (tmp_path / "var" / "run" / "endpoints.json").exists()
+
+
+async def test_a_service_that_dies_is_restarted_on_its_endpoint(mesh: Mesh) -> None:
+    killed = child_pids(mesh.output())["ledger"]
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while child_pids(mesh.output())["ledger"] == killed:
+        assert time.monotonic() < deadline, mesh.output()
+        await asyncio.sleep(0.1)
+    assert "ledger exited with code -9; restarting it" in mesh.output()
+    while True:
+        try:
+            async with as_identity(mesh, OPERATOR_IDENTITY, "ledger") as channel:
+                if await health_of(channel) == "SERVING":
+                    break
+        except grpc.aio.AioRpcError:
+            pass
+        assert time.monotonic() < deadline, mesh.output()
+        await asyncio.sleep(0.2)
+    assert pid_exists(child_pids(mesh.output())["ledger"])
 
 
 def test_sigint_stops_every_service_within_the_grace_period(mesh: Mesh) -> None:

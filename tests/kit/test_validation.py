@@ -216,16 +216,22 @@ def _scalar(field: FieldDescriptor, rules: rules_pb2.FieldRules | None) -> Strat
     return _integers(field, rules)
 
 
+# Whole microseconds only: protovalidate-python 1.2.0 compares timestamps and durations as
+# datetime/timedelta, which drop nanoseconds, so it calls a 4 ns duration "not > 0s". The kit
+# compares nanoseconds exactly (tests/ledger/test_rules.py checks that case on its own).
+_NANOS_WHOLE_MICROSECONDS = st.integers(0, 999_999).map(lambda micros: micros * 1_000)
+
+
 def _timestamps() -> Strategy:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    return st.builds(Timestamp, seconds=st.integers(0, 4_102_444_800), nanos=st.integers(0, 999_999_999))
+    return st.builds(Timestamp, seconds=st.integers(0, 4_102_444_800), nanos=_NANOS_WHOLE_MICROSECONDS)
 
 
 def _durations() -> Strategy:
     from google.protobuf.duration_pb2 import Duration
 
-    return st.builds(Duration, seconds=st.integers(0, 10**9), nanos=st.integers(0, 999_999_999))
+    return st.builds(Duration, seconds=st.integers(0, 10**9), nanos=_NANOS_WHOLE_MICROSECONDS)
 
 
 WELL_KNOWN: dict[str, Callable[[], Strategy]] = {

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Install the Debian (12, bookworm) packages that the test harness runs for real:
-# PostgreSQL 15, Redis, and the JDK + Maven that fetch and run the Kafka broker.
+# PostgreSQL 15, Redis, SoftHSM2 (the PKCS#11 token), and the JDK + Maven that fetch and run
+# the Kafka broker.
 # Idempotent and quiet: does nothing when everything is there; otherwise one
 # `apt-get update` and one `apt-get install`. Runs as root, or through sudo.
 set -euo pipefail
 
-# "package|test that says it is already there"; add a line per new need (e.g. softhsm2).
+# "package|test that says it is already there"; add a line per new need.
 NEEDS=(
   "postgresql-15|test -x /usr/lib/postgresql/15/bin/postgres || test -n \"\${FINMESH_PG_BIN:-}\""
   "redis-server|command -v redis-server >/dev/null || test -n \"\${FINMESH_REDIS_SERVER:-}\""
   "openjdk-17-jdk-headless|command -v java >/dev/null"
   "maven|command -v mvn >/dev/null"
-  # "softhsm2|command -v softhsm2-util >/dev/null"
+  "softhsm2|command -v softhsm2-util >/dev/null || test -n \"\${FINMESH_SOFTHSM_UTIL:-}\""
 )
 
 missing=()
