@@ -25,3 +25,7 @@ class AccountSettings(KitSettings):
     # cache in this process's memory.
     redis_url: str = ""
     assets: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_ASSETS))
+    # A freeze hold with no freeze record is voided once it is this old: longer than any request
+    # (and its ledger calls) could still be running. The sweep runs every orphan_sweep_interval_s.
+    orphan_hold_age_s: float = Field(default=900.0, ge=60.0)
+    orphan_sweep_interval_s: float = Field(default=60.0, gt=0)

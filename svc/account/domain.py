@@ -26,7 +26,11 @@ LEDGER_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 FREEZE_ID_NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e0a-9c3f-1d2e3f405162")
 FREEZE_ENTRY_PREFIX = "account.freeze."
 HOLD_CATEGORY = "freeze.hold"
+HOLD_ENTRY_ID = re.compile(
+    r"^" + re.escape(FREEZE_ENTRY_PREFIX) + r"([0-9a-f-]{36})\.hold\.(0|[1-9][0-9]{0,8})$"
+)
 CAPTURE_CATEGORY = "freeze.capture"
+RECLAIM_CATEGORY = "freeze.reclaim"
 ENTRY_DESCRIPTION_CHARS_MAX = 256
 
 
@@ -196,6 +200,19 @@ def release_entry_id(freeze_id: str, version: int) -> str:
 def capture_entry_ids(freeze_id: str) -> tuple[str, str]:
     """Ledger ids of a capture: posting the hold into F, and moving it from F to the destination."""
     return f"{FREEZE_ENTRY_PREFIX}{freeze_id}.capture", f"{FREEZE_ENTRY_PREFIX}{freeze_id}.transfer"
+
+
+def reclaim_entry_id(freeze_id: str, version: int) -> str:
+    """Ledger id of the VOID_PENDING entry by which the orphan sweep reclaims hold `version`."""
+    return f"{FREEZE_ENTRY_PREFIX}{freeze_id}.reclaim.{version}"
+
+
+def parse_hold_entry_id(entry_id: str) -> tuple[str, int] | None:
+    """(freeze id, version) of one of our hold entry ids; None for any other id."""
+    found = HOLD_ENTRY_ID.match(entry_id)
+    if found is None:
+        return None
+    return found.group(1), int(found.group(2))
 
 
 def is_freeze_entry(entry_id: str) -> bool:

@@ -17,7 +17,7 @@ from finmesh.ledger.v1 import ledger_service_pb2_grpc as service_grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from svc.account.domain import Account, Snapshot
+from svc.account.domain import HOLD_CATEGORY, Account, Snapshot
 from svc.kit import errors
 
 # Calls made outside an RPC (event handling, the expiry sweep) have no caller deadline to inherit.
@@ -181,14 +181,15 @@ class LedgerGateway:
         except grpc.aio.AioRpcError as error:
             raise translate(error) from None
 
-    async def commit(self, request_id: str, entries: Sequence[resources.JournalEntry]) -> int:
-        """Commits entries, linked as one chain (all or nothing); returns the last one's sequence."""
+    async def _commit(
+        self, request_id: str, entries: Sequence[resources.JournalEntry]
+    ) -> service.CreateJournalEntriesResponse:
         chain = [resources.JournalEntry() for _ in entries]
         for index, (linked, entry) in enumerate(zip(chain, entries, strict=True)):
             linked.CopyFrom(entry)
             linked.linked = index < len(entries) - 1
         try:
-            response = await self._stub.CreateJournalEntries(
+            response: service.CreateJournalEntriesResponse = await self._stub.CreateJournalEntries(
                 service.CreateJournalEntriesRequest(request_id=request_id, entries=chain),
                 timeout=CALL_TIMEOUT_S,
             )
@@ -200,7 +201,39 @@ class LedgerGateway:
             # The failing entry reports its own code; the rest of the chain LINKED_ENTRY_FAILED.
             own = [r for r in failed if r.code != resources.ENTRY_RESULT_CODE_LINKED_ENTRY_FAILED]
             raise _result_error((own or failed)[0])
+        return response
+
+    async def commit(self, request_id: str, entries: Sequence[resources.JournalEntry]) -> int:
+        """Commits entries, linked as one chain (all or nothing); returns the last one's sequence."""
+        response = await self._commit(request_id, entries)
         return max(result.sequence for result in response.results)
+
+    async def hold(self, entry: resources.JournalEntry) -> bool:
+        """Commits a PENDING entry; whether it holds now. False means an entry of that id exists and
+        was resolved already (for a freeze hold with no freeze: voided by the orphan sweep)."""
+        assert entry.kind == resources.ENTRY_KIND_PENDING, entry
+        [result] = (await self._commit(entry.entry_id, [entry])).results
+        if result.code == resources.ENTRY_RESULT_CODE_OK:
+            return True
+        return (await self.entry(entry.entry_id)).pending_status == resources.PENDING_STATUS_PENDING
+
+    async def pending_holds(
+        self, *, committed_before_us: int, start_sequence: int, limit: int
+    ) -> list[resources.JournalEntry]:
+        """The PENDING freeze-hold entries still pending, committed before a time, from a sequence on."""
+        request = service.ListJournalEntriesRequest(
+            page_size=limit,
+            kinds=[resources.ENTRY_KIND_PENDING],
+            category=HOLD_CATEGORY,
+            pending_status=resources.PENDING_STATUS_PENDING,
+            start_sequence=start_sequence,
+        )
+        request.end_time.FromMicroseconds(committed_before_us)
+        try:
+            response = await self._stub.ListJournalEntries(request, timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            raise translate(error) from None
+        return list(response.entries)
 
     async def snapshots(self, accounts: Sequence[Account], *, as_of_sequence: int = 0) -> list[Snapshot]:
         """Each account's snapshot (U and F at one ledger point): now, or as of a sequence."""

@@ -428,10 +428,25 @@ class AccountServicer(service_grpc.AccountServiceServicer):
         async def work(session: AsyncSession) -> service.CreateFreezeResponse:
             account = await self._account(session, request.account_id, lock=True)
             domain.require_open(account)
-            hold_id = ""
+            if await store.freeze_by_id(session, freeze_id) is not None:
+                # The request_id placed a freeze whose idempotency record was purged since.
+                raise errors.IdempotencyKeyReused(
+                    "request_id already placed a freeze", metadata={"freeze_id": freeze_id}
+                )
+            hold_id, hold_version = "", 0
             if scope is Scope.AMOUNT:
-                hold_id = domain.hold_entry_id(freeze_id, 0)
-                await self.gateway.commit(hold_id, [_hold_entry(account, hold_id, amount, freeze_id)])
+                # A retry after a crash between the ledger's commit and ours finds its hold
+                # (EXISTS) and adopts it. If the orphan sweep voided that hold meanwhile (it waits
+                # longer than any request deadline, and takes this account's lock, so it never
+                # races this transaction), the retry holds again under the next version rather
+                # than recording an ACTIVE freeze over a voided hold, or refusing a freeze the
+                # caller still needs: the freeze is placed once, with the funds held now, or
+                # refused like any freeze (INSUFFICIENT_FUNDS, FROZEN) if they no longer are.
+                while True:
+                    hold_id = domain.hold_entry_id(freeze_id, hold_version)
+                    if await self.gateway.hold(_hold_entry(account, hold_id, amount, freeze_id)):
+                        break
+                    hold_version += 1
             elif not account.account_freezes:
                 await self.gateway.block_debits(
                     account, True, f"account.freeze.{freeze_id}.block", f"account freeze {freeze_id}"
@@ -450,7 +465,7 @@ class AccountServicer(service_grpc.AccountServiceServicer):
                 case_reference=request.case_reference,
                 state=FreezeState.ACTIVE,
                 hold_entry_id=hold_id,
-                hold_version=0,
+                hold_version=hold_version,
                 placed_by=request.placed_by,
                 action_request_id=request.action_request_id,
                 create_time_us=now_us,

@@ -219,6 +219,14 @@ async def freeze_by_id(session: AsyncSession, freeze_id: str) -> Freeze | None:
     return _freeze_of(row) if row is not None else None
 
 
+async def present_freeze_ids(session: AsyncSession, freeze_ids: Sequence[str]) -> set[str]:
+    """Which of `freeze_ids` have a freeze record."""
+    if not freeze_ids:
+        return set()
+    query = select(freezes.c.freeze_id).where(freezes.c.freeze_id.in_(sorted(set(freeze_ids))))
+    return set((await session.execute(query)).scalars())
+
+
 async def list_freezes(
     session: AsyncSession,
     *,

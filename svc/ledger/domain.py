@@ -135,7 +135,7 @@ ALREADY_RESOLVED = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Balance:
     """The four columns of an account, each a non-negative integer of base units."""
 
@@ -156,7 +156,7 @@ class Balance:
 ZERO = Balance()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Account:
     """An account of the chart of accounts and its current balance."""
 
@@ -175,8 +175,23 @@ class Account:
         """Whether debits increase the account (assets and expenses)."""
         return self.type in DEBIT_NORMAL_TYPES
 
+    def with_balance(self, balance: Balance) -> Account:
+        """This account with another balance (`dataclasses.replace` inspects the fields on every
+        call, and this runs once per posting on the write path)."""
+        return Account(
+            self.account_id,
+            self.code,
+            self.type,
+            self.asset,
+            self.constraint,
+            self.status,
+            self.debits_blocked,
+            self.credits_blocked,
+            balance,
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class BalanceView:
     """An account's balance as the contract reports it, with signed derived figures."""
 
@@ -216,7 +231,7 @@ def can_close(balance: Balance) -> bool:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PostingDraft:
     """A posting as submitted: the account by id or code (or both, which must agree)."""
 
@@ -228,7 +243,7 @@ class PostingDraft:
     memo: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Posting:
     """A posting as committed: both the account id and its code are known."""
 
@@ -243,7 +258,7 @@ class Posting:
         assert 0 < self.amount <= AMOUNT_MAX, self.amount
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryDraft:
     """A journal entry as submitted, with the fingerprint of its content for idempotency."""
 
@@ -265,7 +280,7 @@ class EntryDraft:
     system: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A committed journal entry. Immutable but for the resolution fields of a PENDING entry."""
 
@@ -295,7 +310,7 @@ class Entry:
         assert (self.kind in RESOLVING_KINDS) == bool(self.pending_entry_id), self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BalanceAfter:
     """An account's balance right after an entry."""
 
@@ -303,7 +318,7 @@ class BalanceAfter:
     sequence: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of one entry: the code and, when applied, the entry and balances after it."""
 
@@ -627,7 +642,7 @@ def _commit(book: Book, index: int, draft: EntryDraft) -> Outcome:
         violation = constraint_violation(account.constraint, balance)
         if violation is not None:
             raise _Refused(violation, f"{account.code} would go below zero", account_id=account_id)
-        updated.append(replace(account, balance=balance))
+        updated.append(account.with_balance(balance))
     sequence = book.last_sequence + 1
     entry = Entry(
         sequence=sequence,
@@ -729,7 +744,7 @@ def refusal(outcome: Outcome) -> errors.DomainError:
     return errors.InvalidState(outcome.detail, metadata=metadata)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrialLine:
     """One trial balance line: an account or the accounts under a code prefix."""
 
@@ -742,7 +757,7 @@ class TrialLine:
     credit_balance: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AssetTrial:
     """The trial balance of one asset."""
 

@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from svc.kit.amount import Amount
+from svc.kit.bulk import insert_rows, one_of
 from svc.ledger import domain
 from svc.ledger.domain import (
     Account,
@@ -157,7 +158,7 @@ history = Table(
 BALANCE_COLUMNS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountRecord:
     """An account row: the domain account plus its descriptive fields."""
 
@@ -175,7 +176,7 @@ class AccountRecord:
     last_sequence: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A point of the ledger's history: the last sequence included and its commit time."""
 
@@ -295,11 +296,13 @@ async def lock_accounts(
     ids = set(account_ids)
     code_list = sorted(set(codes))
     for chunk in _chunks(code_list):
-        found = await session.execute(select(accounts.c.account_id).where(accounts.c.code.in_(chunk)))
+        query = select(accounts.c.account_id).where(one_of(session, accounts.c.code, chunk))
+        found = await session.execute(query)
         ids.update(found.scalars())
     records: dict[str, AccountRecord] = {}
     for chunk in _chunks(sorted(ids)):
-        query = select(accounts).where(accounts.c.account_id.in_(chunk)).order_by(accounts.c.account_id)
+        query = select(accounts).where(one_of(session, accounts.c.account_id, chunk))
+        query = query.order_by(accounts.c.account_id)
         for row in await session.execute(query.with_for_update()):
             records[row.account_id] = _account_of(row)
     return records
@@ -369,7 +372,7 @@ async def _entries_where(
         chunk = sequences[start : start + IN_LIST_ITEMS_MAX]
         query = (
             select(postings)
-            .where(postings.c.sequence.in_(chunk))
+            .where(one_of(session, postings.c.sequence, chunk))
             .order_by(postings.c.sequence, postings.c.position)
         )
         for posting in await session.execute(query):
@@ -390,7 +393,7 @@ async def entries_by_id(session: AsyncSession, entry_ids: Iterable[str]) -> dict
     """The entries with these ids, with their postings."""
     found: dict[str, Entry] = {}
     for chunk in _chunks(sorted(set(entry_ids))):
-        for entry in await _entries_where(session, entries.c.entry_id.in_(chunk)):
+        for entry in await _entries_where(session, one_of(session, entries.c.entry_id, chunk)):
             found[entry.entry_id] = entry
     return found
 
@@ -416,9 +419,9 @@ async def write_book(session: AsyncSession, book: domain.Book, previous: Snapsho
     if not book.created:
         return
     assert book.last_sequence == previous.sequence + len(book.created), (book.last_sequence, previous)
-    connection = await session.connection()
-    await connection.execute(
-        insert(entries),
+    await insert_rows(
+        session,
+        entries,
         [
             {
                 "sequence": entry.sequence,
@@ -444,8 +447,9 @@ async def write_book(session: AsyncSession, book: domain.Book, previous: Snapsho
             for entry in book.created
         ],
     )
-    await connection.execute(
-        insert(postings),
+    await insert_rows(
+        session,
+        postings,
         [
             {
                 "sequence": entry.sequence,
@@ -461,7 +465,8 @@ async def write_book(session: AsyncSession, book: domain.Book, previous: Snapsho
             for position, posting in enumerate(entry.postings)
         ],
     )
-    await connection.execute(insert(history), [_history_row(after) for after in book.history])
+    await insert_rows(session, history, [_history_row(after) for after in book.history])
+    connection = await session.connection()
     if book.resolved:
         await connection.execute(
             update(entries)
@@ -519,10 +524,14 @@ def tx_hash(chain_transfer: bytes) -> str:
 
 
 def _history_row(after: BalanceAfter) -> dict[str, Any]:
+    balance = after.account.balance
     return {
         "account_id": after.account.account_id,
         "sequence": after.sequence,
-        **dict(zip(BALANCE_COLUMNS, after.account.balance.columns(), strict=True)),
+        "debits_posted": balance.debits_posted,
+        "credits_posted": balance.credits_posted,
+        "debits_pending": balance.debits_pending,
+        "credits_pending": balance.credits_pending,
     }
 
 
@@ -591,7 +600,7 @@ async def asset_accounts_at(
     return [(_account_of(row), _balance_at(row)) for row in rows]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryFilter:
     """The filters of ListJournalEntries; empty values do not filter. Sequence and time ranges are
     half-open; an end of 0 (sequence) or None (time) is no bound."""
@@ -660,7 +669,7 @@ async def all_accounts(session: AsyncSession, assets: Sequence[str]) -> list[Acc
     return [_account_of(row) for row in await session.execute(query)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatementRow:
     """One entry that touched an account and the account's balance right after it."""
 

@@ -44,3 +44,13 @@ def test_a_message_rule_violation_names_its_rule() -> None:
     request = ledger_service_pb2.CreateJournalEntryRequest(request_id="request-0001", entry=entry)
     reasons = {violation.reason for violation in validation.violations(request)}
     assert "journal_entry.postings_for_kind" in reasons
+
+
+def test_a_sub_microsecond_timeout_is_above_zero() -> None:
+    # protovalidate-python rounds durations to microseconds and refuses this; CEL compares exactly.
+    entry = ledger_resources_pb2.JournalEntry(entry_id="hold.0001.ns", kind=2, category="withdrawal.hold")
+    entry.timeout.nanos = 4
+    fields = {violation.field for violation in validation.violations(entry)}
+    assert "timeout" not in fields
+    entry.timeout.nanos = 0
+    assert "timeout" in {violation.field for violation in validation.violations(entry)}
