@@ -1,0 +1,5 @@
+"""Fixtures of the auth tests: the user and auth services on each backend (tests.harness.identity)."""
+
+from tests.harness.identity import identity, identity_templates
+
+__all__ = ["identity", "identity_templates"]
