@@ -1,0 +1,1 @@
+"""The chain gateway: the only service that talks to EVM chains."""
