@@ -5,10 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import kit, ledger, validation
+from bench import chain_follower, custodial_wallet, custody, gateway, identity, kit, ledger, validation
 from bench.results import Figure, record
 
 BENCHMARKS: dict[str, Callable[[], list[Figure]]] = {
+    "chain_follower": chain_follower.run,
+    "custodial_wallet": custodial_wallet.run,
+    "custody": custody.run,
+    "gateway": gateway.run,
+    "identity": identity.run,
     "kit": kit.run,
     "ledger": ledger.run,
     "validation": validation.run,
