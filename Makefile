@@ -8,10 +8,15 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 BUF_VERSION := 1.75.0
 BUF := .build/npm/node_modules/.bin/buf
+# Hardhat 2 (Node 20; Hardhat 3 needs Node 22) and solc for the chain gateway's tests, in a prefix
+# of their own: an npm install --no-save into .build/npm would remove buf, and the other way round.
+HARDHAT_VERSION := 2.29.1
+SOLC_VERSION := 0.8.26
+HARDHAT := .build/npm/hardhat/node_modules/.bin/hardhat
 PROFILE ?= full
 BENCH ?=
 
-.PHONY: help venv gen gen-check lint breaking deploy-check test run bench system-packages kafka-libs clean
+.PHONY: help venv gen gen-check lint breaking deploy-check test run demo bench system-packages kafka-libs s3proxy-libs clean
 
 help:
 	@echo "make run         start every service of PROFILE (default: full) on loopback with mTLS"
@@ -35,6 +40,10 @@ $(BUF):
 	@mkdir -p .build/npm
 	@npm install --silent --no-save --no-audit --no-fund --prefix .build/npm @bufbuild/buf@$(BUF_VERSION)
 
+$(HARDHAT):
+	@mkdir -p .build/npm/hardhat
+	@npm install --silent --no-save --no-audit --no-fund --prefix .build/npm/hardhat hardhat@$(HARDHAT_VERSION) solc@$(SOLC_VERSION)
+
 gen: venv
 	@$(PY) -m tools.gen
 
@@ -46,9 +55,9 @@ lint: venv $(BUF)
 	@$(PY) -m tools.gen.deps >/dev/null
 	$(BUF) lint proto
 	$(BUF) format -d --exit-code proto
-	$(VENV)/bin/ruff check svc tools tests bench
-	$(VENV)/bin/ruff format --check svc tools tests bench
-	$(VENV)/bin/mypy svc tools bench
+	$(VENV)/bin/ruff check svc gateway tools tests bench
+	$(VENV)/bin/ruff format --check svc gateway tools tests bench
+	$(VENV)/bin/mypy svc gateway tools bench
 
 breaking: venv $(BUF)
 	@$(PY) -m tools.gen.deps >/dev/null
@@ -60,12 +69,18 @@ system-packages:
 kafka-libs:
 	@bash tools/kafka/fetch.sh
 
-test: system-packages venv kafka-libs
+s3proxy-libs:
+	@bash tools/s3proxy/fetch.sh
+
+test: system-packages venv kafka-libs s3proxy-libs $(HARDHAT)
 	@$(PY) -m tools.gen.deps >/dev/null
 	$(PY) -m pytest
 
 run: venv
 	$(VENV)/bin/finmesh run --profile $(PROFILE)
+
+demo: venv
+	$(PY) -m tools.demo
 
 bench: venv
 	$(PY) -m bench $(BENCH)

@@ -10,6 +10,7 @@ import yaml
 from svc.kit.catalog import Catalog
 from tools.deploy import paths
 from tools.deploy.dashboards import dashboard
+from tools.deploy.edge import DESCRIPTOR_FILE, Edge
 from tools.deploy.model import profile_workloads
 from tools.deploy.rpcs import read_only_methods
 from tools.deploy.schema import values_schema
@@ -25,15 +26,19 @@ def _json(document: object) -> str:
 
 
 def render_all(catalog: Catalog, descriptor_set: Path, chart_dir: Path = paths.CHART_DIR) -> dict[Path, str]:
-    """Every generated file of the chart: a values file per profile, the values schema, the dashboard."""
+    """Every generated file of the chart: a values file per profile, the values schema, the dashboard,
+    the descriptor set of the ingress transcoder."""
     read_only = read_only_methods(descriptor_set)
+    edge = Edge(catalog, descriptor_set)
     files: dict[Path, str] = {}
     for profile, description in catalog.profiles.items():
         workloads = profile_workloads(catalog, profile, read_only)
-        values = profile_values(profile, description, workloads)
+        routes = edge.profile_edge(workload.entry.name for workload in workloads)
+        values = profile_values(profile, description, workloads, routes)
         files[paths.profile_values(profile, chart_dir)] = HEADER + _yaml(values)
     files[chart_dir / "values.schema.json"] = _json(values_schema(catalog))
     files[chart_dir / "dashboards" / "finmesh.json"] = _json(dashboard(catalog))
+    files[chart_dir / DESCRIPTOR_FILE] = edge.descriptor_file()
     return files
 
 

@@ -123,13 +123,14 @@ def values_schema(catalog: Catalog) -> dict[str, Any]:
         ),
         "mesh": _mesh(),
         "ingress": _ingress(),
+        "edge": _edge(catalog),
         "monitoring": _object(
             {"prometheusAnnotations": {"type": "boolean"}, "grafanaDashboards": {"type": "boolean"}},
             ["prometheusAnnotations", "grafanaDashboards"],
         ),
         "topology": _object({"zoneKey": _string(), "maxSkew": _int(1)}, ["zoneKey", "maxSkew"]),
     }
-    schema = _object(properties, [key for key in properties if key not in ("profileDescription",)])
+    schema = _object(properties, [key for key in properties if key not in ("profileDescription", "edge")])
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     schema["title"] = "finmesh chart values"
     return schema
@@ -191,6 +192,7 @@ def _ingress() -> dict[str, Any]:
             "jwksUri": _string(r"^https?://.+/v1/auth/jwks$"),
             "publicPaths": {"type": "array", "items": _string(r"^/")},
             "userHeader": _string(r"^x-[a-z0-9-]+$"),
+            "transcode": {"type": "boolean"},
             "rateLimit": _object(
                 {"perUser": _int(1), "perIp": _int(1), "maxDynamicBuckets": _int(1)},
                 ["perUser", "perIp", "maxDynamicBuckets"],
@@ -207,6 +209,31 @@ def _ingress() -> dict[str, Any]:
             "jwksUri",
             "publicPaths",
             "userHeader",
+            "transcode",
             "rateLimit",
         ],
+    )
+
+
+def _edge(catalog: Catalog) -> dict[str, Any]:
+    """The generated REST routes and transcoder options of the ingress (tools.deploy.edge)."""
+    route = _object(
+        {
+            "name": _string(),
+            "service": {"enum": sorted(catalog.services)},
+            "rpc": _string(r"^[A-Z][A-Za-z0-9]*$"),
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+            "regex": _string(r"^\^/.*\$$"),
+            "timeout": _string(_DURATION),
+        },
+        ["name", "service", "rpc", "method", "regex", "timeout"],
+    )
+    transcoder: dict[str, Any] = {"type": "object", "required": ["@type"]}
+    return _object(
+        {
+            "filterName": _string(),
+            "transcoder": transcoder,
+            "routes": {"type": "array", "items": route},
+        },
+        ["filterName", "transcoder", "routes"],
     )
