@@ -178,7 +178,9 @@ async def test_batch_get_balances_is_one_query(ledger: Ledger) -> None:
         )
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert [statement for statement in statements if "ledger_accounts" in statement] == statements[-1:]
+    # Other statements (the outbox relay's poll) may run meanwhile; the read itself is one query.
+    reads = [statement for statement in statements if "ledger_accounts" in statement]
+    assert len(reads) == 1 and "ledger_accounts.account_id IN" in reads[0], reads
     assert [b.account_id for b in response.balances] == [fees, other, user, custody]
     assert [b.balance for b in response.balances] == ["7", "0", "993", "1000"]
     assert response.as_of_sequence == 5
