@@ -45,6 +45,7 @@ TOKEN_DECIMALS = 6
 TOKEN_SUPPLY = 10**15
 ETHER = 10**18
 APPROVAL_KEY_ID = "withdraw-e2e"
+SWEEP_KEY_ID = "deposit-e2e"
 # Withdrawal policy: a flat fee, L0 limits, approvers from AUTO_APPROVAL_BELOW, review far above.
 ETH_FEE = 10**15
 AUTO_APPROVAL_BELOW_ETH = ETHER // 2
@@ -160,6 +161,7 @@ def platform_environment(
     chains: dict[str, Chain],
     token: Token,
     approval_key: Ed25519PrivateKey,
+    sweep_key: Ed25519PrivateKey,
 ) -> dict[str, str]:
     """Every FINMESH_* setting of the profile on the real servers (scoped where names collide)."""
     chain_a, chain_b = chains[CHAIN_A], chains[CHAIN_B]
@@ -206,7 +208,12 @@ def platform_environment(
     environment = {
         name: value if isinstance(value, str) else json.dumps(value) for name, value in settings.items()
     }
-    return {**environment, **approval_key_environment(APPROVAL_KEY_ID, approval_key)}
+    return {
+        **environment,
+        **approval_key_environment(
+            {"withdraw": (APPROVAL_KEY_ID, approval_key), "deposit": (SWEEP_KEY_ID, sweep_key)}
+        ),
+    }
 
 
 @pytest.fixture(scope="package")
@@ -234,6 +241,7 @@ def e2e(
         hsm_token,
         chains,
         token,
+        Ed25519PrivateKey.generate(),
         Ed25519PrivateKey.generate(),
     )
     var_dir = root / "var"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tests.e2e.conftest import (
@@ -32,7 +31,6 @@ from tests.e2e.flows import (
     on_chain,
     send_ether,
     send_token,
-    set_balance,
     withdrawal_of,
 )
 from tests.harness.hardhat import HARDHAT_ACCOUNT_KEYS
@@ -45,8 +43,7 @@ DEPOSIT_ETH_A = 3 * ETHER
 DEPOSIT_ETH_B = ETHER
 DEPOSIT_TOKEN = 1_000 * 10**TOKEN_DECIMALS
 TRANSFER_ETH = ETHER
-HOT_FLOAT_ETH = 5 * ETHER
-HOT_FLOAT_TOKEN = 500 * 10**TOKEN_DECIMALS
+SWEEP_DONE = ("SWEEP_STATE_COMPLETED", "SWEEP_STATE_PARTIALLY_COMPLETED", "SWEEP_STATE_FAILED")
 WITHDRAW_SMALL_ETH = ETHER // 5
 WITHDRAW_LARGE_TOKEN = 60 * 10**TOKEN_DECIMALS
 
@@ -218,16 +215,44 @@ def test_an_internal_transfer_reaches_the_second_user_at_once(journey: Journey) 
 # Withdrawals
 
 
-def test_the_treasury_funds_the_hot_wallet(e2e: E2E, journey: Journey) -> None:
-    """The platform's float: paid to the hot wallet from outside (no sweep exists yet), and kept
-    apart when the books are compared with the chains."""
+def _swept(e2e: E2E, asset: str) -> dict[str, Any]:
+    """An operator sweeps every deposit address holding `asset` on chain A to the hot wallet; the
+    sweep, once finished (the chain is mined a block at a time: sweeps confirm at depth)."""
+    operator, chain = e2e.platform.staff.operator, e2e.chains[CHAIN_A]
+    operator.login()
+    created = operator.post(
+        "/v1/admin/deposit_sweeps", {"requestId": rid("sweep"), "chain": CHAIN_A, "asset": asset}
+    )
+    sweep_id = created["sweep"]["sweepId"]
+
+    def finished() -> dict[str, Any] | None:
+        chain.mine(1)
+        sweep: dict[str, Any] = operator.get(f"/v1/admin/deposit_sweeps/{sweep_id}")["sweep"]
+        return sweep if sweep["state"] in SWEEP_DONE else None
+
+    return wait_for(f"the {asset} sweep to finish", finished, timeout_s=WAIT_S)
+
+
+def test_credited_deposits_are_swept_to_the_hot_wallet(e2e: E2E, journey: Journey) -> None:
+    """The hot wallet is funded by the users' deposits only: the ether first, then the token,
+    whose sweep tops up the deposit address's gas from the hot wallet."""
     hot = e2e.platform.custody.hot_wallet_address
-    treasury: LocalAccount = Account.create()
-    set_balance(e2e.chains[CHAIN_A], treasury.address, 2 * HOT_FLOAT_ETH)
-    send_ether(e2e.chains[CHAIN_A], treasury, hot, HOT_FLOAT_ETH)
-    send_token(e2e.token, hot, HOT_FLOAT_TOKEN)
-    assert e2e.chains[CHAIN_A].web3.eth.get_balance(Web3.to_checksum_address(hot)) == HOT_FLOAT_ETH
-    assert e2e.token.balance_of(hot) == HOT_FLOAT_TOKEN
+    chain = e2e.chains[CHAIN_A]
+    alice_address = journey.addresses[(journey.alice.email, CHAIN_A)]
+    ether = _swept(e2e, chain.native)
+    assert ether["state"] == "SWEEP_STATE_COMPLETED", ether
+    assert {
+        item["address"].lower() for item in ether["items"] if item["state"] == "SWEEP_ITEM_STATE_CONFIRMED"
+    } == {alice_address}, ether["items"]
+    swept_ether = sum(int(item["amount"]["amount"]) for item in ether["items"])
+    assert 0 < swept_ether <= DEPOSIT_ETH_A
+    assert on_chain(e2e, chain.native, hot) == swept_ether
+    token = _swept(e2e, e2e.token.asset)
+    assert token["state"] == "SWEEP_STATE_COMPLETED", token
+    assert on_chain(e2e, e2e.token.asset, hot) == DEPOSIT_TOKEN
+    assert on_chain(e2e, e2e.token.asset, alice_address) == 0
+    # The top-up came out of the hot wallet: it now holds less ether than was swept into it.
+    assert on_chain(e2e, chain.native, hot) < swept_ether
 
 
 def test_a_whitelisted_address_after_a_step_up(journey: Journey) -> None:
@@ -373,16 +398,16 @@ def test_the_books_agree_with_the_chains_to_the_base_unit(e2e: E2E, journey: Jou
             booked = ledger_holdings(admin, f"assets:custody:deposit:{address}:{asset}")
             assert booked == on_chain(e2e, asset, address), (email, asset, address)
             custody_total[asset] += booked
-    # The hot wallet: the treasury's float plus what the ledger says it paid out (amounts, gas).
+    # The hot wallet holds what the ledger says: the sweeps in, the top-up and the withdrawals out.
     hot = e2e.platform.custody.hot_wallet_address.lower()
-    floats = {eth_a: HOT_FLOAT_ETH, token: HOT_FLOAT_TOKEN, eth_b: 0}
-    for asset, float_amount in floats.items():
+    for asset in (eth_a, token, eth_b):
         booked = ledger_holdings(admin, f"assets:custody:hot:{asset}")
-        assert on_chain(e2e, asset, hot) == float_amount + booked, asset
+        assert on_chain(e2e, asset, hot) == booked, asset
         custody_total[asset] += booked
-    assert ledger_holdings(admin, f"assets:custody:hot:{eth_a}") == -(
-        WITHDRAW_SMALL_ETH + int(small["networkFee"]["amount"]) + int(large["networkFee"]["amount"])
-    )
+    assert ledger_holdings(admin, f"assets:custody:hot:{token}") == DEPOSIT_TOKEN - WITHDRAW_LARGE_TOKEN
+    # Every wei of gas the platform paid (sweeps, the top-up's own, withdrawals) is an expense.
+    paid = int(small["networkFee"]["amount"]) + int(large["networkFee"]["amount"])
+    assert ledger_holdings(admin, f"expenses:gas:withdrawal:{eth_a}") >= paid
     # Custody holds what users are owed plus the fees earned less the gas spent.
     for asset in custody_total:
         owed = sum(amount for (_, owned), amount in expected_users.items() if owned == asset)

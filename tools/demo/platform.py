@@ -45,15 +45,17 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Staff:
-    """The platform's staff: two bootstrap admins (maker and checker) and two approvers."""
+    """The platform's staff: two bootstrap admins (maker and checker), two approvers and an
+    operator (who runs sweeps)."""
 
     admin: Person
     checker: Person
     approvers: list[Person]
+    operator: Person
 
     @property
     def everyone(self) -> list[Person]:
-        return [self.admin, self.checker, *self.approvers]
+        return [self.admin, self.checker, *self.approvers, self.operator]
 
     def use(self, edge: Edge) -> None:
         for person in self.everyone:
@@ -64,7 +66,9 @@ def new_staff(edge: Edge) -> Staff:
     def person(name: str) -> Person:
         return Person(edge, f"{name}@{STAFF_DOMAIN}", registration_id=rid(f"register-{name}"))
 
-    return Staff(person("admin"), person("checker"), [person("approver-1"), person("approver-2")])
+    return Staff(
+        person("admin"), person("checker"), [person("approver-1"), person("approver-2")], person("operator")
+    )
 
 
 def identity_environment(staff: Staff) -> dict[str, str]:
@@ -111,6 +115,8 @@ def set_up_staff(staff: Staff, say: Say = _quiet) -> None:
     for approver in staff.approvers:
         grant_role(staff, approver, "ROLE_APPROVER", "withdrawal approvals")
         say(f"{approver.email} holds ROLE_APPROVER (proposed by the admin, approved by the checker)")
+    grant_role(staff, staff.operator, "ROLE_OPERATOR", "deposit sweeps")
+    say(f"{staff.operator.email} holds ROLE_OPERATOR (proposed by the admin, approved by the checker)")
 
 
 @dataclass
@@ -207,18 +213,28 @@ def bring_up(
     return Platform(mesh, edge, staff, custody, env)
 
 
-def approval_key_environment(key_id: str, key: Ed25519PrivateKey) -> dict[str, str]:
-    """The withdraw service's approval-signing key, and custody trusting it for withdrawals."""
-    public_key = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    private_key = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    issuers = {
-        key_id: {"issuer": "withdraw", "public_key": base64.b64encode(public_key).decode(), "purposes": [1]}
-    }
-    return {
-        "FINMESH_CUSTODY__APPROVAL_ISSUERS": json.dumps(issuers),
-        "FINMESH_WITHDRAW__APPROVAL_KEY_ID": key_id,
-        "FINMESH_WITHDRAW__APPROVAL_PRIVATE_KEY": base64.b64encode(private_key).decode(),
-    }
+# Custody's approval purposes (finmesh.custody.v1.ApprovalPurpose): WITHDRAWAL for the withdraw
+# service; DEPOSIT_SWEEP and GAS_TOP_UP for the deposit service's sweeps.
+ISSUER_PURPOSES = {"withdraw": [1], "deposit": [2, 3]}
+
+
+def approval_key_environment(keys_by_issuer: Mapping[str, tuple[str, Ed25519PrivateKey]]) -> dict[str, str]:
+    """Each issuing service's approval-signing key (issuer -> (key id, key)), and custody
+    trusting each for its purposes only."""
+    issuers: dict[str, Any] = {}
+    environment: dict[str, str] = {}
+    for issuer, (key_id, key) in keys_by_issuer.items():
+        public_key = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        private_key = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        issuers[key_id] = {
+            "issuer": issuer,
+            "public_key": base64.b64encode(public_key).decode(),
+            "purposes": ISSUER_PURPOSES[issuer],
+        }
+        prefix = f"FINMESH_{issuer.upper()}__"
+        environment[prefix + "APPROVAL_KEY_ID"] = key_id
+        environment[prefix + "APPROVAL_PRIVATE_KEY"] = base64.b64encode(private_key).decode()
+    return {"FINMESH_CUSTODY__APPROVAL_ISSUERS": json.dumps(issuers), **environment}
 
 
 def withdrawal_policy(unit: int, fee: int, auto_approval_below: int) -> dict[str, Any]:
@@ -235,10 +251,12 @@ def withdrawal_policy(unit: int, fee: int, auto_approval_below: int) -> dict[str
 
 
 def hot_wallet_environment(chains: Sequence[str]) -> Callable[[CustodyWallets], dict[str, str]]:
-    """FINMESH_WITHDRAW__HOT_WALLETS once custody has made the hot wallet: one for every chain."""
+    """The hot wallet once custody has made it, one for every chain: what withdrawals pay from
+    (FINMESH_WITHDRAW__HOT_WALLETS) and what sweeps pay to (FINMESH_DEPOSIT__HOT_WALLETS)."""
 
     def environment(custody: CustodyWallets) -> dict[str, str]:
-        return {"FINMESH_WITHDRAW__HOT_WALLETS": json.dumps(dict.fromkeys(chains, custody.hot_wallet_id))}
+        hot_wallets = json.dumps(dict.fromkeys(chains, custody.hot_wallet_id))
+        return {"FINMESH_WITHDRAW__HOT_WALLETS": hot_wallets, "FINMESH_DEPOSIT__HOT_WALLETS": hot_wallets}
 
     return environment
 

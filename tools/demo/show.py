@@ -83,7 +83,15 @@ def embedded_environment() -> dict[str, str]:
     environment = {
         key: value if isinstance(value, str) else json.dumps(value) for key, value in settings.items()
     }
-    return {**environment, **approval_key_environment("withdraw-demo", Ed25519PrivateKey.generate())}
+    return {
+        **environment,
+        **approval_key_environment(
+            {
+                "withdraw": ("withdraw-demo", Ed25519PrivateKey.generate()),
+                "deposit": ("deposit-demo", Ed25519PrivateKey.generate()),
+            }
+        ),
+    }
 
 
 def eth(amount: int | str) -> str:
