@@ -194,6 +194,7 @@ def run() -> list[Figure]:
             chains,
             token,
             Ed25519PrivateKey.generate(),
+            Ed25519PrivateKey.generate(),
         )
         platform = bring_up(
             scratch / "var", environment, [CHAIN_A, CHAIN_B], hot_wallet_environment([CHAIN_A, CHAIN_B])
