@@ -20,6 +20,28 @@ from tools.deploy import paths
         ("services.nosuch.port=1", "nosuch"),
         ("defaults.resources.limits=null", "limits"),
         ("mesh.outlierDetection.baseEjectionTime=30", "baseEjectionTime"),
+        # Secrets only by reference: a literal private key, PIN or database URL is refused.
+        (
+            "serviceSettings.withdraw.settings.APPROVAL_PRIVATE_KEY=c2VjcmV0",
+            "'APPROVAL_PRIVATE_KEY' not allowed",
+        ),
+        (
+            "serviceSettings.deposit.settings.APPROVAL_PRIVATE_KEY=c2VjcmV0",
+            "'APPROVAL_PRIVATE_KEY' not allowed",
+        ),
+        ("serviceSettings.deposit.secretSettings.APPROVAL_PRIVATE_KEY=c2VjcmV0", "/APPROVAL_PRIVATE_KEY"),
+        ("serviceSettings.custody.settings.HSM_PIN=1234", "'HSM_PIN' not allowed"),
+        (
+            "serviceSettings.ledger.settings.DATABASE_URL=postgresql://u:p@db/ledger",
+            "'DATABASE_URL' not allowed",
+        ),
+        ("serviceSettings.chain-gateway.settings.CHAINS=x", "'CHAINS' not allowed"),
+        ("serviceSettings.notification.secretSettings.SMTP_PASSWORD.secret=smtp", "missing property 'key'"),
+        ("serviceSettings.withdraw.settings.HOT_WALLETZ=1", "HOT_WALLETZ"),
+        ("serviceSettings.ledger.secretFiles.PKI_DIR.secret=x", "PKI_DIR"),
+        ("serviceSettings.nosuch.settings.PKI_DIR=x", "nosuch"),
+        ("serviceSettings.withdraw.settings.FEE_CAP_PER_GAS=9007199254740993", "FEE_CAP_PER_GAS"),
+        ("config.redisUrl=null", "redisUrl"),
     ],
 )
 def test_schema_rejects_bad_values(tools: dict[str, Path], setting: str, complaint: str) -> None:

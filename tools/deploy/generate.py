@@ -14,6 +14,7 @@ from tools.deploy.edge import DESCRIPTOR_FILE, Edge
 from tools.deploy.model import profile_workloads
 from tools.deploy.rpcs import read_only_methods
 from tools.deploy.schema import values_schema
+from tools.deploy.settings import catalog_settings
 from tools.deploy.values import HEADER, profile_values
 
 
@@ -30,13 +31,14 @@ def render_all(catalog: Catalog, descriptor_set: Path, chart_dir: Path = paths.C
     the descriptor set of the ingress transcoder."""
     read_only = read_only_methods(descriptor_set)
     edge = Edge(catalog, descriptor_set)
+    settings = catalog_settings(catalog)
     files: dict[Path, str] = {}
     for profile, description in catalog.profiles.items():
         workloads = profile_workloads(catalog, profile, read_only)
         routes = edge.profile_edge(workload.entry.name for workload in workloads)
-        values = profile_values(profile, description, workloads, routes)
+        values = profile_values(profile, description, workloads, routes, settings)
         files[paths.profile_values(profile, chart_dir)] = HEADER + _yaml(values)
-    files[chart_dir / "values.schema.json"] = _json(values_schema(catalog))
+    files[chart_dir / "values.schema.json"] = _json(values_schema(catalog, settings))
     files[chart_dir / "dashboards" / "finmesh.json"] = _json(dashboard(catalog))
     files[chart_dir / DESCRIPTOR_FILE] = edge.descriptor_file()
     return files

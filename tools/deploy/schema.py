@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from svc.kit.catalog import Catalog
+from tools.deploy.settings import ServiceSettings
 
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A release version or a commit build; never a moving tag such as `latest`.
 IMAGE_TAG = r"^(v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?|sha-[0-9a-f]{7,40})$"
 _DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"
+_SECRET_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+# Helm reads every number of the values as float64: beyond 2^53 an integer (an amount in wei) is
+# silently rounded, so the schema refuses such numbers and they are given as strings.
+SAFE_INTEGER_MAX = 2**53 - 1
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -51,8 +57,9 @@ def _service(catalog: Catalog) -> dict[str, Any]:
             "replicas": _int(1),
             "resources": _resources(),
             "autoscaling": _autoscaling(),
+            "redis": {"type": "boolean"},
         },
-        ["domain", "optional", "grpcService", "port", "metricsPort", "callers", "readOnlyMethods"],
+        ["domain", "optional", "grpcService", "port", "metricsPort", "callers", "readOnlyMethods", "redis"],
     )
 
 
@@ -63,7 +70,45 @@ def _autoscaling() -> dict[str, Any]:
     )
 
 
-def values_schema(catalog: Catalog) -> dict[str, Any]:
+def _names(names: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
+    """An object whose keys are some of `names`, each holding `value` (properties rather than
+    propertyNames: Helm then names the refused key and where it is)."""
+    return _object(dict.fromkeys(names, value))
+
+
+def _service_settings(settings: dict[str, ServiceSettings]) -> dict[str, Any]:
+    """serviceSettings: per service, literals only for its plain settings, Secret references for
+    the rest, secret files only for its `*_FILE` settings (tools.deploy.settings)."""
+    reference = {"$ref": "#/definitions/secretReference"}
+    literal = {"$ref": "#/definitions/settingValue"}
+    return _object(
+        {
+            service: _object(
+                {
+                    "settings": _names(described.plain, literal),
+                    "secretSettings": _names(described.referable, reference),
+                    "secretFiles": _names(described.files, reference),
+                }
+            )
+            for service, described in sorted(settings.items())
+        }
+    )
+
+
+def _setting_value() -> dict[str, Any]:
+    """A literal setting: JSON, with no number Helm would round."""
+    value = {"$ref": "#/definitions/settingValue"}
+    return {
+        "anyOf": [
+            {"type": ["string", "boolean"]},
+            {"type": "number", "minimum": -SAFE_INTEGER_MAX, "maximum": SAFE_INTEGER_MAX},
+            {"type": "array", "items": value},
+            {"type": "object", "additionalProperties": value},
+        ]
+    }
+
+
+def values_schema(catalog: Catalog, settings: dict[str, ServiceSettings]) -> dict[str, Any]:
     """The JSON schema (draft 7) Helm checks every install, upgrade, lint and template against."""
     image = _object(
         {
@@ -103,9 +148,11 @@ def values_schema(catalog: Catalog) -> dict[str, Any]:
                 "jwtPublicKeys": secret_ref,
                 "jwtIssuer": _string(),
                 "jwtAudience": _string(),
+                "redisUrl": secret_ref,
             },
-            ["kafkaBootstrapServers", "databaseUrl", "jwtPublicKeys", "jwtIssuer", "jwtAudience"],
+            ["kafkaBootstrapServers", "databaseUrl", "jwtPublicKeys", "jwtIssuer", "jwtAudience", "redisUrl"],
         ),
+        "serviceSettings": _service_settings(settings),
         "migrations": _object(
             {"enabled": {"type": "boolean"}, "backoffLimit": _int(0)}, ["enabled", "backoffLimit"]
         ),
@@ -133,6 +180,12 @@ def values_schema(catalog: Catalog) -> dict[str, Any]:
     schema = _object(properties, [key for key in properties if key not in ("profileDescription", "edge")])
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     schema["title"] = "finmesh chart values"
+    schema["definitions"] = {
+        "settingValue": _setting_value(),
+        "secretReference": _object(
+            {"secret": _string(_SECRET_NAME), "key": _string(_SECRET_KEY)}, ["secret", "key"]
+        ),
+    }
     return schema
 
 

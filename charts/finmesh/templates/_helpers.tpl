@@ -90,3 +90,85 @@ seccompProfile:
 - name: FINMESH_ENDPOINTS
   value: {{ toJson $endpoints | quote }}
 {{- end -}}
+
+{{/* The service's own settings (.name, .svc, .root): config.redisUrl when it reads Redis, then
+   serviceSettings.<name> of the values. Literals only in `settings` (JSON for non-strings);
+   `secretSettings` and `secretFiles` only reference Secrets. The migration Jobs get none of it. */}}
+{{- define "finmesh.settingsEnv" -}}
+{{- $own := include "finmesh.ownSettings" . | fromJson -}}
+{{- if .svc.redis }}
+- name: FINMESH_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.config.redisUrl.name }}
+      key: {{ .root.Values.config.redisUrl.key }}
+{{- end }}
+{{- range $setting, $value := $own.settings }}
+- name: FINMESH_{{ $setting }}
+  value: {{ if kindIs "string" $value }}{{ $value | quote }}{{ else }}{{ toJson $value | quote }}{{ end }}
+{{- end }}
+{{- range $setting, $ref := $own.secretSettings }}
+- name: FINMESH_{{ $setting }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secret }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- range $setting, $ref := $own.secretFiles }}
+- name: FINMESH_{{ $setting }}
+  value: {{ printf "%s/%s" (include "finmesh.secretFileDir" $setting) $ref.key | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "finmesh.settingsMounts" -}}
+{{- $own := include "finmesh.ownSettings" . | fromJson -}}
+{{- range $setting, $ref := $own.secretFiles }}
+- name: {{ include "finmesh.secretFileVolume" $setting }}
+  mountPath: {{ include "finmesh.secretFileDir" $setting }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "finmesh.settingsVolumes" -}}
+{{- $own := include "finmesh.ownSettings" . | fromJson -}}
+{{- range $setting, $ref := $own.secretFiles }}
+- name: {{ include "finmesh.secretFileVolume" $setting }}
+  secret:
+    secretName: {{ $ref.secret }}
+    # 0440: the pod's group (fsGroup) reads the key; nobody writes it.
+    defaultMode: 288
+    items:
+      - {key: {{ $ref.key | quote }}, path: {{ $ref.key | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/* serviceSettings.<name> with every map present; a setting given twice (a literal and a
+   reference, or X next to X_FILE, which the services refuse at start) fails the render. */}}
+{{- define "finmesh.ownSettings" -}}
+{{- $own := index (.root.Values.serviceSettings | default dict) .name | default dict -}}
+{{- $out := dict "settings" ($own.settings | default dict) "secretSettings" ($own.secretSettings | default dict) "secretFiles" ($own.secretFiles | default dict) -}}
+{{- $seen := dict -}}
+{{- range $kind := list "settings" "secretSettings" "secretFiles" -}}
+{{- range $setting, $_ := index $out $kind -}}
+{{- if hasKey $seen $setting -}}
+{{- fail (printf "serviceSettings.%s: %s is in both %s and %s; give it once" $.name $setting (index $seen $setting) $kind) -}}
+{{- end -}}
+{{- $_ := set $seen $setting $kind -}}
+{{- end -}}
+{{- end -}}
+{{- range $setting, $_ := $out.secretFiles -}}
+{{- $inline := trimSuffix "_FILE" $setting -}}
+{{- if hasKey $seen $inline -}}
+{{- fail (printf "serviceSettings.%s: %s and %s are both given; the service takes one of them" $.name $inline $setting) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "finmesh.secretFileDir" -}}
+/etc/finmesh/secrets/{{ . | lower | replace "_" "-" }}
+{{- end -}}
+
+{{- define "finmesh.secretFileVolume" -}}
+secret-{{ . | lower | replace "_" "-" }}
+{{- end -}}
