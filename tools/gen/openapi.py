@@ -15,10 +15,16 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.rpc import status_pb2
 
-from tools.gen import descriptors
+from tools.gen import descriptors, openapi_rules
 from tools.gen.descriptors import Contracts
 from tools.gen.http_rules import HttpBinding, Variable, method_bindings
-from tools.gen.openapi_schemas import Schema, SchemaRegistry, has_scalar_value, is_well_known
+from tools.gen.openapi_schemas import (
+    Schema,
+    SchemaRegistry,
+    has_scalar_value,
+    held_messages,
+    is_well_known,
+)
 from tools.gen.paths import DESCRIPTOR_SET, OPENAPI_OUT, SDK_TEMPLATE_DIR
 
 _STATUS = "google.rpc.Status"
@@ -42,8 +48,12 @@ def render(contracts: Contracts) -> str:
 
 
 def build_document(contracts: Contracts, version: str) -> dict[str, Any]:
-    """The OpenAPI document of every HTTP-annotated RPC of the finmesh services in `contracts`."""
-    schemas = SchemaRegistry(contracts.comment)
+    """The OpenAPI document of every HTTP-annotated RPC of the finmesh services in `contracts`.
+
+    Request schemas carry the contracts' protovalidate rules, response schemas do not (see
+    tools/gen/openapi_schemas.py).
+    """
+    schemas = SchemaRegistry(contracts.comment, outputs=_output_messages(contracts))
     paths: dict[str, dict[str, Any]] = {}
     tags: list[dict[str, str]] = []
     operation_ids: set[str] = set()
@@ -80,6 +90,20 @@ def build_document(contracts: Contracts, version: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas.components},
     }
+
+
+def _output_messages(contracts: Contracts) -> frozenset[str]:
+    """Every message that a response of an HTTP-annotated RPC (or an error) holds."""
+    roots = [_status_descriptor(contracts)]
+    for service in contracts.services():
+        for method in service.methods:
+            for binding in method_bindings(method):
+                field = method.output_type.fields_by_name.get(binding.response_body)
+                if not binding.response_body:
+                    roots.append(method.output_type)
+                elif field is not None and field.message_type is not None:
+                    roots.append(field.message_type)
+    return held_messages(roots)
 
 
 def _add(paths: dict[str, dict[str, Any]], binding: HttpBinding, operation: dict[str, Any]) -> None:
@@ -139,12 +163,16 @@ def _operation(
     operation: dict[str, Any] = {"tags": [service.name]}
     if binding.body == "*":
         top_level = frozenset(path[0] for path in bound if len(path) == 1)
-        body = schemas.object_schema(request, exclude=top_level) if top_level else schemas.message(request)
+        body = (
+            schemas.object_schema(request, exclude=top_level, validated=True)
+            if top_level
+            else schemas.message(request, validated=True)
+        )
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     else:
         if binding.body:
             field = _top_level_field(request, binding.body, where, "body")
-            schema = schemas.field(field)
+            schema = schemas.field(field, validated=True)
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
             bound.add((binding.body,))
         parameters += _query_parameters(request, bound, schemas)
@@ -189,11 +217,15 @@ def _path_parameter(variable: Variable, request: Descriptor, schemas: SchemaRegi
         "name": variable.name,
         "in": "path",
         "required": True,
-        "schema": schemas.field(field),
+        "schema": schemas.field(field, validated=True),
     }
     description = parameter["schema"].pop("description", "")
     if variable.segments != ("*",):
-        parameter["schema"]["pattern"] = _segments_regex(variable.segments)
+        segments = {"pattern": _segments_regex(variable.segments)}
+        if "pattern" in parameter["schema"]:
+            parameter["schema"].setdefault("allOf", []).append(segments)
+        else:
+            parameter["schema"].update(segments)
         description = f"{description}\n\nFormat: `{'/'.join(variable.segments)}`.".strip()
     if description:
         parameter["description"] = description
@@ -227,28 +259,37 @@ def _query_parameters(
     """Query parameters for every request field not bound elsewhere, recursing into singular messages.
 
     Repeated and map message fields, and message types with an object JSON form (Struct, Any...),
-    cannot be expressed in a query string and are left out, as are recursive references.
+    cannot be expressed in a query string and are left out, as are recursive references. A
+    parameter is required when the request is refused without it: its field is required (see
+    openapi_rules.json_required) and so is every message field on the way to it.
     """
     parameters: list[Schema] = []
 
     def walk(
-        message: Descriptor, proto_path: tuple[str, ...], json_path: tuple[str, ...], seen: frozenset[str]
+        message: Descriptor,
+        proto_path: tuple[str, ...],
+        json_path: tuple[str, ...],
+        seen: frozenset[str],
+        required: bool,
     ) -> None:
         for field in message.fields:
             field_proto_path, field_json_path = (*proto_path, field.name), (*json_path, field.json_name)
             nested = field.message_type
             if field_proto_path in bound:
                 continue
+            field_required = required and openapi_rules.json_required(field)
             if nested is not None and not has_scalar_value(field):
                 if not field.is_repeated and not is_well_known(nested) and nested.full_name not in seen:
-                    walk(nested, field_proto_path, field_json_path, seen | {nested.full_name})
+                    walk(nested, field_proto_path, field_json_path, seen | {nested.full_name}, field_required)
                 continue
-            schema = schemas.field(field)
+            schema = schemas.field(field, validated=True)
             parameter: Schema = {"name": ".".join(field_json_path), "in": "query", "schema": schema}
+            if field_required:
+                parameter["required"] = True
             description = schema.pop("description", "")
             if description:
                 parameter["description"] = description
             parameters.append(parameter)
 
-    walk(request, (), (), frozenset({request.full_name}))
+    walk(request, (), (), frozenset({request.full_name}), True)
     return parameters

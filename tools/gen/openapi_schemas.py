@@ -2,6 +2,14 @@
 
 Messages and enums become components named by their full proto name; well-known types with a
 JSON form of their own (Timestamp, Duration, FieldMask, wrappers, Struct, Any...) are inlined.
+
+Schemas of request values are `validated`: they carry the contracts' protovalidate rules
+(tools/gen/openapi_rules.py). Schemas of response values do not: services do not hold their
+responses to the request rules, and the edge writes every field without presence at its default
+(an empty string where a pattern wants characters). A message that both requests and responses
+hold, and whose rules (or those of a message it holds) give it a different request schema, has
+two components: `<full name>` for responses and `<full name>-Input` for requests, as pydantic
+names the two modes of one model.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from google.api import field_behavior_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from tools.gen import openapi_rules
 from tools.gen.descriptors import Commented
 
 Schema = dict[str, Any]
@@ -82,6 +91,22 @@ def is_well_known(message: Descriptor) -> bool:
     return message.full_name in _WRAPPERS or message.full_name in _WELL_KNOWN
 
 
+INPUT_SUFFIX = "-Input"
+
+
+def held_messages(roots: list[Descriptor]) -> frozenset[str]:
+    """Full names of the messages in `roots` and of every message their fields hold, transitively."""
+    found: set[str] = set()
+    pending = list(roots)
+    while pending:
+        message = pending.pop()
+        if message.full_name in found:
+            continue
+        found.add(message.full_name)
+        pending += [field.message_type for field in message.fields if field.message_type is not None]
+    return frozenset(found)
+
+
 def component_ref(name: str) -> Schema:
     """A `$ref` to the component schema `name`."""
     return {"$ref": f"#/components/schemas/{name}"}
@@ -90,21 +115,31 @@ def component_ref(name: str) -> Schema:
 class SchemaRegistry:
     """Builds schemas and collects the component of every message and enum they reference."""
 
-    def __init__(self, comment: Callable[[Commented], str]) -> None:
+    def __init__(self, comment: Callable[[Commented], str], outputs: frozenset[str] = frozenset()) -> None:
+        """`outputs`: the full names of the messages that responses hold (see `held_messages`)."""
         self._comment = comment
+        self._outputs = outputs
+        self._validated: dict[str, bool] = {}
         self.components: dict[str, Schema] = {}
 
-    def message(self, message: Descriptor) -> Schema:
+    def message(self, message: Descriptor, validated: bool = False) -> Schema:
         """The schema of a message used somewhere: a `$ref`, or the inline form of a well-known type."""
         if message.full_name in _WRAPPERS:
             value = dict(_SCALARS[message.fields_by_name["value"].type])
             return {**value, "type": [value["type"], "null"]}
         if message.full_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[message.full_name])
-        if message.full_name not in self.components:
-            self.components[message.full_name] = {}  # reserved first: messages may refer to themselves
-            self.components[message.full_name] = self.object_schema(message)
-        return component_ref(message.full_name)
+        validated = validated and openapi_rules.carries_rules(message)
+        name = message.full_name
+        if validated and name in self._outputs:
+            name += INPUT_SUFFIX
+        if name not in self.components:
+            self._validated[name] = validated
+            self.components[name] = {}  # reserved first: messages may refer to themselves
+            self.components[name] = self.object_schema(message, validated=validated)
+        elif self._validated[name] != validated:
+            raise ValueError(f"{name}: requests and responses hold it, but it is not among the outputs")
+        return component_ref(name)
 
     def enum(self, enum: EnumDescriptor) -> Schema:
         """A `$ref` to the component of an enum: a string of its value names."""
@@ -118,7 +153,9 @@ class SchemaRegistry:
             }
         return component_ref(enum.full_name)
 
-    def object_schema(self, message: Descriptor, exclude: frozenset[str] = frozenset()) -> Schema:
+    def object_schema(
+        self, message: Descriptor, exclude: frozenset[str] = frozenset(), validated: bool = False
+    ) -> Schema:
         """The object schema of a message's fields (except those named in `exclude`), with its comment."""
         schema: Schema = {"type": "object", "properties": {}}
         required: list[str] = []
@@ -126,7 +163,7 @@ class SchemaRegistry:
         for field in message.fields:
             if field.name in exclude:
                 continue
-            property_schema = self.field(field)
+            property_schema = self.field(field, validated)
             note = oneof_notes.get(field.name)
             if note:
                 property_schema["description"] = f"{property_schema.get('description', '')}\n\n{note}".strip()
@@ -135,36 +172,43 @@ class SchemaRegistry:
                 property_schema["readOnly"] = True
             if field_behavior_pb2.INPUT_ONLY in behaviors:
                 property_schema["writeOnly"] = True
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if field_behavior_pb2.REQUIRED in behaviors or (validated and openapi_rules.json_required(field)):
                 required.append(field.json_name)
             schema["properties"][field.json_name] = property_schema
         if required:
             schema["required"] = required
         if self._comment(message):
             schema["description"] = self._comment(message)
+        if validated:
+            openapi_rules.constrain_message(schema, message, exclude)
         return schema
 
-    def field(self, field: FieldDescriptor) -> Schema:
-        """The schema of a field's JSON value, with the field's comment as description."""
+    def field(self, field: FieldDescriptor, validated: bool = False) -> Schema:
+        """The schema of a field's JSON value, with the field's comment as description; `validated`
+        adds the field's protovalidate rules (for request values)."""
+        validated = validated and not openapi_rules.rules_ignored(field)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            values = self._value(field.message_type.fields_by_name["value"])
+            values = self._value(field.message_type.fields_by_name["value"], validated)
             schema: Schema = {"type": "object", "additionalProperties": values}
         elif field.is_repeated:
-            schema = {"type": "array", "items": self._value(field)}
+            schema = {"type": "array", "items": self._value(field, validated)}
         else:
-            schema = self._value(field)
+            schema = self._value(field, validated)
         if self._comment(field):
             schema["description"] = self._comment(field)
         if field.GetOptions().deprecated:
             schema["deprecated"] = True
+        if validated:
+            nullable = field.message_type is not None and field.message_type.full_name in _WRAPPERS
+            openapi_rules.constrain(schema, field, nullable=nullable and not field.is_repeated)
         return schema
 
-    def _value(self, field: FieldDescriptor) -> Schema:
+    def _value(self, field: FieldDescriptor, validated: bool) -> Schema:
         """The schema of one value of the field, ignoring repetition."""
         if field.enum_type is not None:
             return self.enum(field.enum_type)
         if field.message_type is not None:
-            return self.message(field.message_type)
+            return self.message(field.message_type, validated)
         return dict(_SCALARS[field.type])
 
 
