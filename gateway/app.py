@@ -215,7 +215,9 @@ class Gateway:
             else:
                 breaker.record(elapsed, code in FAILURE_CODES)
             status = errors.from_rpc_error(failure)
-            return self._error(status, errors.http_status(code))
+            http_status = errors.http_status(code)
+            headers = errors.retry_after(status) if http_status in (429, 503) else {}
+            return self._error(status, http_status, headers)
         except BaseException:
             breaker.release()
             raise

@@ -9,6 +9,8 @@ with ErrorInfo domain `gateway.finmesh.io`.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -96,6 +98,17 @@ def retry_info(status: status_pb2.Status, seconds: float) -> None:
     info = error_details_pb2.RetryInfo()
     info.retry_delay.FromNanoseconds(int(seconds * 1e9))
     status.details.add().Pack(info)
+
+
+def retry_after(status: status_pb2.Status) -> dict[str, str]:
+    """A Retry-After header (whole seconds, at least 1) from the status's RetryInfo, if any."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            seconds = info.retry_delay.ToNanoseconds() / 1e9
+            return {"retry-after": str(max(1, math.ceil(seconds)))}
+    return {}
 
 
 def internal() -> status_pb2.Status:

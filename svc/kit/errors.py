@@ -121,8 +121,12 @@ class Unimplemented(DomainError):
 
 
 class DependencyUnavailable(DomainError):
+    """Nothing was applied because a dependency did not answer; the status carries a RetryInfo
+    (the edge turns it into Retry-After)."""
+
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DEPENDENCY_UNAVAILABLE"
+    retry_after_s = 1.0
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -153,6 +157,10 @@ def to_status(error: DomainError, *, service: str) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(error, DependencyUnavailable):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        details.append(_pack(retry))
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 

@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway import errors
 from gateway.config import RoutePolicy
 from gateway.descriptors import Contracts
+from svc.kit import errors as kit_errors
 from tests.gateway.conftest import Edge, Mesh, free_port, gateway_settings, serve_gateway, stalled_upstream
 
 OPERATOR = ("operator",)
@@ -143,6 +144,18 @@ async def test_deadlines_from_the_client_and_the_route_reach_the_call(
                 assert response.status_code == 504, response.text
                 assert response.json()["code"] == 4
                 assert expected_s <= elapsed < expected_s + 1.0, (header, elapsed)
+
+
+def test_retry_info_of_a_service_becomes_retry_after() -> None:
+    # A service's DependencyUnavailable carries a RetryInfo; the edge turns it into Retry-After.
+    status = kit_errors.to_status(
+        kit_errors.DependencyUnavailable("notification did not answer"), service="user"
+    )
+    assert errors.retry_after(status) == {"retry-after": "1"}
+    slower = status_pb2.Status(code=14, message="busy")
+    errors.retry_info(slower, 2.5)
+    assert errors.retry_after(slower) == {"retry-after": "3"}
+    assert errors.retry_after(status_pb2.Status(code=14, message="no hint")) == {}
 
 
 async def test_an_unreachable_upstream_is_503(mesh: Mesh, bearer: Callable[..., dict[str, str]]) -> None:

@@ -200,6 +200,9 @@ def no_server_error_but_an_open_breaker(ctx: CheckContext, response: Response, c
         and detail.get("metadata", {}).get("service") in ABSENT_DEPENDENCIES
     ]
     if response.status_code == 503 and absent:
+        assert "retry-after" in {name.lower() for name in response.headers}, (
+            "503 of an absent dependency without Retry-After"
+        )
         return True
     if response.status_code == 503 and any(reason in BREAKER_REASONS for reason in reasons):
         assert "retry-after" in {name.lower() for name in response.headers}, (
