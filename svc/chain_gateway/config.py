@@ -4,7 +4,8 @@ A chain is data, not code: its id, gas model, confirmation depth, fee cap, token
 providers. A deployment sets FINMESH_CHAINS to a JSON object `{"<chain key>": {...}}` that
 replaces the defaults below; adding an EVM chain is adding an entry. The defaults carry the four
 public chains (DISABLED: their providers' endpoints carry credentials, so a deployment supplies
-them) and `local`, the embedded in-process EVM (eth-tester on py-evm) that `make run` uses.
+them) and `local`, the embedded in-process EVM (eth-tester on py-evm) that `make run` uses, with
+its development ERC-20 (svc/chain_gateway/dev_token.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class TokenConfig(_Entry):
     symbol: str = Field(pattern=SYMBOL_PATTERN.pattern)
     decimals: int = Field(ge=0, le=36)
     contract: str = Field(pattern=ADDRESS_PATTERN)
+
+
+# The development ERC-20 every embedded chain carries (svc/chain_gateway/dev_token.py). The
+# funding account deploys it at its first nonce, so its address is the one that sender and nonce
+# 0 give (keccak(rlp([sender, 0]))[12:]) on every embedded chain.
+EMBEDDED_TOKEN = TokenConfig(symbol="USDT", decimals=6, contract="0xf2e246bb76df876cef8b38ae84130f4f55de395b")
 
 
 class ProviderConfig(_Entry):
@@ -206,6 +213,7 @@ def default_chains() -> dict[str, ChainConfig]:
             confirmation_depth=2,
             block_time_ms=1_000,
             native_symbol="ETH",
+            tokens=(EMBEDDED_TOKEN,),
             development=True,
             fee_cap_per_gas=100 * GWEI,
             providers=(ProviderConfig(name="embedded", endpoint=EMBEDDED_SCHEME + "local"),),

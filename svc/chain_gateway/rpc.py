@@ -35,6 +35,7 @@ from web3.exceptions import (
 )
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
+from svc.chain_gateway import dev_token
 from svc.chain_gateway.config import EMBEDDED_SCHEME, ChainConfig, ProviderConfig
 from svc.kit.errors import DependencyUnavailable
 
@@ -140,7 +141,8 @@ _embedded: dict[str, AsyncEthereumTesterProvider] = {}
 
 
 def embedded_provider(name: str) -> AsyncEthereumTesterProvider:
-    """The in-process EVM of that name, one per process (all its providers share one chain)."""
+    """The in-process EVM of that name, one per process (all its providers share one chain),
+    carrying the development token from block 1 (every embedded chain alike)."""
     provider = _embedded.get(name)
     if provider is None:
         provider = AsyncEthereumTesterProvider()
@@ -148,6 +150,7 @@ def embedded_provider(name: str) -> AsyncEthereumTesterProvider:
         # one second would share a genesis hash, and a restarted chain would pass for the old one.
         genesis = PyEVMBackend.generate_genesis_params(overrides={"extra_data": secrets.token_bytes(32)})
         provider.ethereum_tester = EthereumTester(PyEVMBackend(genesis_parameters=genesis))
+        dev_token.deploy(provider.ethereum_tester)
         _embedded[name] = provider
     return provider
 

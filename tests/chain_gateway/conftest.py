@@ -1,6 +1,6 @@
 """The chain gateway served by the kit (no TLS) in this process on each backend, against a real
 Hardhat node (npm) over JSON-RPC or the embedded in-process EVM, with an ERC-20 token compiled
-from tests/chain_gateway/contracts/TestToken.sol by solc (npm) and deployed on the node."""
+from svc/chain_gateway/contracts/TestToken.sol by solc (npm) and deployed on the node."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from tests.harness.hardhat import HARDHAT_ACCOUNT_KEYS, HardhatNode, compile_sol
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "svc" / "chain_gateway" / "migrations" / "versions"
-TOKEN_SOURCE = Path(__file__).resolve().parent / "contracts" / "TestToken.sol"
+TOKEN_SOURCE = ROOT / "svc" / "chain_gateway" / "contracts" / "TestToken.sol"
 CHAIN = "hardhat"
 HARDHAT_CHAIN_ID = 31337
 DEPTH = 3

@@ -17,8 +17,8 @@ from finmesh.chain_gateway.v1 import chain_gateway_service_pb2 as service
 from finmesh.events.v1 import chain_events_pb2
 from web3 import AsyncWeb3
 
-from svc.chain_gateway import rpc
-from svc.chain_gateway.config import EMBEDDED_FUNDING_KEY, ProviderConfig, ProviderRole
+from svc.chain_gateway import dev_token, rpc
+from svc.chain_gateway.config import EMBEDDED_FUNDING_KEY, EMBEDDED_TOKEN, ProviderConfig, ProviderRole
 from tests.harness.hardhat import HardhatNode
 from tests.harness.process import free_port
 
@@ -191,7 +191,8 @@ async def test_a_lagging_or_disagreeing_provider_leaves_rotation(
 
 @pytest.mark.embedded
 async def test_embedded_evm_default(database_url: str, tmp_path: Path) -> None:
-    """The defaults: the public chains configured but DISABLED, and `local`, the in-process EVM."""
+    """The defaults: the public chains configured but DISABLED, and `local`, the in-process EVM,
+    with the development token in the funding account from block 1, paid out by dev transfers."""
     gateway = await start_gateway(database_url, tmp_path)
     try:
         chains = await gateway.stub.ListChains(service.ListChainsRequest(include_disabled=True))
@@ -207,6 +208,20 @@ async def test_embedded_evm_default(database_url: str, tmp_path: Path) -> None:
         assert by_key["ethereum"].status == resources.CHAIN_STATUS_DISABLED
         enabled = await gateway.stub.ListChains(service.ListChainsRequest())
         assert [chain.chain for chain in enabled.chains] == ["local"]
+        token = f"local:{EMBEDDED_TOKEN.symbol}"
+        assert [(asset.id, asset.decimals, asset.contract_address) for asset in by_key["local"].tokens] == [
+            (token, 6, EMBEDDED_TOKEN.contract)
+        ]
+        # The chain lives as long as the process (earlier tests may have paid from it): block 1.
+        funded = Account.from_key(EMBEDDED_FUNDING_KEY)
+        supply = await gateway.stub.GetBalance(
+            service.GetBalanceRequest(
+                chain="local",
+                query=service.BalanceQuery(address=funded.address, asset=token),
+                block=service.BlockSelector(number=1),
+            )
+        )
+        assert supply.balance.amount.amount == str(dev_token.SUPPLY)
 
         watched = Account.create().address
         await gateway.stub.CreateWatchedAddress(
@@ -214,21 +229,29 @@ async def test_embedded_evm_default(database_url: str, tmp_path: Path) -> None:
                 request_id=request_id(), chain="local", address=watched, owner="deposit"
             )
         )
-        dev = await gateway.stub.CreateDevTransfer(
-            service.CreateDevTransferRequest(
-                request_id=request_id(), chain="local", recipient=watched, amount=money("local:ETH", 10**18)
+        sent_in = [
+            await gateway.stub.CreateDevTransfer(
+                service.CreateDevTransferRequest(
+                    request_id=request_id(), chain="local", recipient=watched, amount=money(asset, amount)
+                )
             )
-        )
+            for asset, amount in (("local:ETH", 10**18), (token, 250 * 10**6))
+        ]
 
         async def seen() -> bool:
             listed = await gateway.stub.ListTransfers(
                 service.ListTransfersRequest(chain="local", to_address=watched)
             )
-            return [transfer.tx_hash for transfer in listed.transfers] == [dev.transaction.tx_hash]
+            return [
+                (transfer.tx_hash, transfer.asset, transfer.amount, transfer.token_contract)
+                for transfer in listed.transfers
+            ] == [
+                (sent_in[0].transaction.tx_hash, "local:ETH", str(10**18), ""),
+                (sent_in[1].transaction.tx_hash, token, str(250 * 10**6), EMBEDDED_TOKEN.contract),
+            ]
 
         await eventually(seen)
         # A transfer built by the gateway and signed with the funded key, from the watched address.
-        funded = Account.from_key(EMBEDDED_FUNDING_KEY)
         recipient = Account.create().address
         built, sent = await build_sign_broadcast(gateway, funded, recipient, "local:ETH", 5, chain="local")
         assert built.transaction.chain_id == 131277322940537
@@ -287,7 +310,8 @@ async def test_a_restarted_embedded_chain_is_followed_afresh(database_url: str, 
                 request_id=request_id(), chain="local", recipient=watched, amount=money("local:ETH", 2)
             )
         )
-        assert new.transaction.nonce == 0  # nonces of the old chain are forgotten
+        # Nonces of the old chain are forgotten: nonce 0 of the new one deployed its token.
+        assert new.transaction.nonce == 1
         forgotten = await second.stub.GetTransaction(
             service.GetTransactionRequest(chain="local", tx_hash=old.transaction.tx_hash)
         )

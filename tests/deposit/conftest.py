@@ -72,7 +72,7 @@ from tests.harness.process import free_port
 from tests.harness.tokens import TokenIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN_SOURCE = ROOT / "tests" / "chain_gateway" / "contracts" / "TestToken.sol"
+TOKEN_SOURCE = ROOT / "svc" / "chain_gateway" / "contracts" / "TestToken.sol"
 HARDHAT_CHAIN_ID = 31337
 NATIVE = f"{CHAIN}:ETH"
 TOKEN_ASSET = f"{CHAIN}:{TOKEN_SYMBOL}"

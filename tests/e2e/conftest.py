@@ -36,7 +36,7 @@ from tools.demo.platform import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN_SOURCE = ROOT / "tests" / "chain_gateway" / "contracts" / "TestToken.sol"
+TOKEN_SOURCE = ROOT / "svc" / "chain_gateway" / "contracts" / "TestToken.sol"
 CHAIN_A, CHAIN_A_ID = "hardhat-a", 31337
 CHAIN_B, CHAIN_B_ID = "hardhat-b", 31338
 DEPTH = 3

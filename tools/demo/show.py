@@ -4,12 +4,14 @@ Every service runs as its own process with mTLS (`finmesh run`), on SQLite datab
 event log shared by the processes, the chain gateway's in-process EVMs (two development chains)
 and custody's envelope-encrypted software keys, all under a scratch directory removed at the end.
 Money from outside the platform comes from the chain gateway's development-only CreateDevTransfer
-(refused on any chain not marked as a development chain).
+(refused on any chain not marked as a development chain): ETH, and the development ERC-20 that
+every embedded chain carries from its first block (svc/chain_gateway/dev_token.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -21,7 +23,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from svc.chain_gateway.config import EMBEDDED_CHAIN_ID, EMBEDDED_SCHEME, default_chains
+from svc.chain_gateway.config import EMBEDDED_CHAIN_ID, EMBEDDED_SCHEME, EMBEDDED_TOKEN, default_chains
 from tools.demo.edge import EdgeError, Person, rid
 from tools.demo.mesh import MeshError
 from tools.demo.platform import (
@@ -37,11 +39,23 @@ CHAINS = ("local", "local-b")
 ETHER = 10**18
 FEE = 10**15
 AUTO_APPROVAL_BELOW = ETHER // 2
-DEPOSITS = {"local": 3 * ETHER, "local-b": ETHER}
+# The development token (USDT, 6 decimals) is on every embedded chain; the demo moves it on local.
+TOKEN = EMBEDDED_TOKEN.symbol
+TOKEN_UNIT = 10**EMBEDDED_TOKEN.decimals
+TOKEN_FEE = TOKEN_UNIT
+TOKEN_AUTO_APPROVAL_BELOW = 500 * TOKEN_UNIT
+DECIMALS = {"ETH": 18, TOKEN: EMBEDDED_TOKEN.decimals}
+# What someone outside sends Alice: (chain, asset) -> base units.
+DEPOSITS = {
+    ("local", "local:ETH"): 3 * ETHER,
+    ("local-b", "local-b:ETH"): ETHER,
+    ("local", f"local:{TOKEN}"): 1_000 * TOKEN_UNIT,
+}
 TRANSFER = ETHER // 2
 WAIT_S = 120.0
-HOT_FLOAT = 5 * ETHER
+HOT_FLOATS = {"local:ETH": 5 * ETHER, f"local:{TOKEN}": 2_000 * TOKEN_UNIT}
 SMALL_WITHDRAWAL = ETHER // 5
+TOKEN_WITHDRAWAL = 100 * TOKEN_UNIT
 LARGE_WITHDRAWAL = ETHER * 6 // 10
 ENDED_UNPAID = ("WITHDRAWAL_STATE_REJECTED", "WITHDRAWAL_STATE_CANCELLED", "WITHDRAWAL_STATE_FAILED")
 # Where the chain moves on to: an address outside the platform.
@@ -53,8 +67,9 @@ class DemoFailure(Exception):
 
 
 def embedded_environment() -> dict[str, str]:
-    """The settings the demo adds to the embedded defaults: a second in-process EVM, the chains'
-    assets for custody and the accounts, the withdrawal policy and the approval key."""
+    """The settings the demo adds to the embedded defaults: a second in-process EVM (a copy of
+    `local`, development token included), the chains' assets for custody and the accounts, the
+    withdrawal policies and the approval key."""
     local = default_chains()["local"]
     second = local.model_copy(
         update={
@@ -63,19 +78,27 @@ def embedded_environment() -> dict[str, str]:
         }
     )
     chains = {"local": local.model_dump(mode="json"), "local-b": second.model_dump(mode="json")}
-    assets = {f"{chain}:ETH": 18 for chain in CHAINS}
-    policy = withdrawal_policy(ETHER, FEE, AUTO_APPROVAL_BELOW)
+    assets = {f"{chain}:{symbol}": decimals for chain in CHAINS for symbol, decimals in DECIMALS.items()}
+    policies = {
+        "ETH": withdrawal_policy(ETHER, FEE, AUTO_APPROVAL_BELOW),
+        TOKEN: withdrawal_policy(TOKEN_UNIT, TOKEN_FEE, TOKEN_AUTO_APPROVAL_BELOW),
+    }
     settings: dict[str, Any] = {
         "FINMESH_PRODUCT_PROFILE": "custodial-wallet",
         # Generous edge deadlines: the machine runs every service of the profile at once.
         "FINMESH_GATEWAY__DEFAULT_TIMEOUT_S": 30,
         "FINMESH_CHAIN_GATEWAY__CHAINS": chains,
         "FINMESH_CUSTODY__CHAINS": {
-            chain: {"chain_id": EMBEDDED_CHAIN_ID, "native_asset": f"{chain}:ETH"} for chain in CHAINS
+            chain: {
+                "chain_id": EMBEDDED_CHAIN_ID,
+                "native_asset": f"{chain}:ETH",
+                "tokens": {EMBEDDED_TOKEN.contract: f"{chain}:{TOKEN}"},
+            }
+            for chain in CHAINS
         },
         "FINMESH_CUSTODY__MOVEMENT_INTERVAL_S": 1,
         "FINMESH_ACCOUNT__ASSETS": assets,
-        "FINMESH_WITHDRAW__WITHDRAWAL_ASSETS": dict.fromkeys(assets, policy),
+        "FINMESH_WITHDRAW__WITHDRAWAL_ASSETS": {asset: policies[symbol_of(asset)] for asset in assets},
         "FINMESH_WITHDRAW__CHAIN_IDS": dict.fromkeys(CHAINS, EMBEDDED_CHAIN_ID),
         "FINMESH_WITHDRAW__ADDRESS_COOL_DOWN_S": 0,
         "FINMESH_WITHDRAW__EXECUTION_INTERVAL_S": 1,
@@ -94,11 +117,23 @@ def embedded_environment() -> dict[str, str]:
     }
 
 
+def symbol_of(asset: str) -> str:
+    """`USDT` of `local:USDT` (and of `USDT`)."""
+    return asset.rsplit(":", 1)[-1]
+
+
+def units(amount: int | str, asset: str = "ETH") -> str:
+    """Base units in whole units of the asset (`local:USDT` or a symbol) for people (the exact
+    base units stay in the JSON)."""
+    symbol = symbol_of(asset)
+    decimals = DECIMALS[symbol]
+    whole, fraction = divmod(int(amount), 10**decimals)
+    text = f"{whole}.{fraction:0{decimals}d}".rstrip("0").rstrip(".")
+    return f"{text} {symbol}"
+
+
 def eth(amount: int | str) -> str:
-    """Base units as ETH for people (the exact base units stay in the JSON)."""
-    whole, fraction = divmod(int(amount), ETHER)
-    text = f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")
-    return f"{text} ETH"
+    return units(amount, "ETH")
 
 
 class Show:
@@ -176,33 +211,43 @@ def run_flow(platform: Platform, show: Show) -> None:
             addresses[(name, chain)] = deposit["address"]
             show.ok(f"{name} on {chain}: {deposit['address']} (derivation path {deposit['derivationPath']})")
 
-    show.step("Someone outside the platform sends Alice ETH on both chains")
+    show.step(f"Someone outside the platform sends Alice ETH on both chains and {TOKEN} on local")
     admin.login()
-    sent: dict[str, str] = {}
-    for chain in CHAINS:
+    sent: dict[tuple[str, str], str] = {}
+
+    def deposits(state: str = "") -> dict[tuple[str, str], dict[str, Any]]:
+        """Alice's deposits of the transactions sent to her, by (chain, asset); in `state` if given."""
+        found = {}
+        for chain in CHAINS:
+            for row in alice.get("/v1/deposits", params={"chain": chain}).get("deposits", []):
+                key = (chain, row["amount"]["asset"])
+                if sent.get(key) == row["txHash"].lower() and (not state or row["state"] == state):
+                    found[key] = row
+        return found
+
+    def landed(key: tuple[str, str]) -> dict[str, Any] | None:
+        # With its block counted: the deposit service caches the follower's progress a few seconds.
+        row = deposits().get(key)
+        return row if row is not None and int(row.get("confirmations", 0)) >= 1 else None
+
+    for (chain, asset), amount in DEPOSITS.items():
         transaction = admin.post(
             f"/v1/admin/chains/{chain}/dev_transfers",
             {
                 "requestId": rid("dev-transfer"),
                 "recipient": addresses[("Alice", chain)],
-                "amount": {"asset": f"{chain}:ETH", "amount": str(DEPOSITS[chain])},
+                "amount": {"asset": asset, "amount": str(amount)},
             },
         )["transaction"]
-        sent[chain] = transaction["txHash"].lower()
-        show.ok(f"{eth(DEPOSITS[chain])} sent to Alice on {chain}: transaction {transaction['txHash']}")
-
-    def deposits(state: str = "") -> dict[str, dict[str, Any]]:
-        found = {}
-        for chain in CHAINS:
-            for row in alice.get("/v1/deposits", params={"chain": chain}).get("deposits", []):
-                if row["txHash"].lower() == sent[chain] and (not state or row["state"] == state):
-                    found[chain] = row
-        return found if len(found) == len(CHAINS) else {}
-
-    seen = show.wait("the deposits to show up in Alice's history", deposits)
-    for chain, row in seen.items():
+        sent[(chain, asset)] = transaction["txHash"].lower()
+        show.ok(f"{units(amount, asset)} sent to Alice on {chain}: transaction {transaction['txHash']}")
+        # Seen at its first confirmation, before the next transfer's block confirms it once more.
+        row = show.wait(
+            "the deposit to show up in Alice's history", functools.partial(landed, (chain, asset))
+        )
         show.ok(
-            f"{chain}: {eth(row['amount']['amount'])} {row['state'].removeprefix('DEPOSIT_STATE_').lower()}, "
+            f"{chain}: {units(row['amount']['amount'], asset)} "
+            f"{row['state'].removeprefix('DEPOSIT_STATE_').lower()}, "
             f"{row.get('confirmations', 0)} of {row['requiredConfirmations']} confirmations"
         )
 
@@ -217,12 +262,25 @@ def run_flow(platform: Platform, show: Show) -> None:
                 "amount": {"asset": f"{chain}:ETH", "amount": "1"},
             },
         )
-    credited = show.wait("the deposits to be credited", lambda: deposits("DEPOSIT_STATE_CREDITED"))
-    for chain, row in credited.items():
-        show.ok(f"{chain}: {eth(row['amount']['amount'])} credited (ledger entry {row['creditEntryId']})")
-    for chain in CHAINS:
-        row = balances_of(alice, chain).get(f"{chain}:ETH", {})
-        show.ok(f"Alice's balance on {chain}: {eth(row.get('available', '0'))} available")
+
+    def all_credited() -> dict[tuple[str, str], dict[str, Any]]:
+        found = deposits("DEPOSIT_STATE_CREDITED")
+        return found if len(found) == len(DEPOSITS) else {}
+
+    def credits_shown() -> dict[tuple[str, str], str]:
+        available = {
+            (chain, asset): balances_of(alice, chain).get(asset, {}).get("available", "0")
+            for chain, asset in DEPOSITS
+        }
+        return available if all(int(available[key]) == amount for key, amount in DEPOSITS.items()) else {}
+
+    for (chain, asset), row in show.wait("the deposits to be credited", all_credited).items():
+        show.ok(
+            f"{chain}: {units(row['amount']['amount'], asset)} credited (ledger entry {row['creditEntryId']})"
+        )
+    # The balances follow the ledger's events: a credit shows once the account service consumed it.
+    for (chain, asset), available in show.wait("Alice's balances to show the credits", credits_shown).items():
+        show.ok(f"Alice's balance on {chain}: {units(available, asset)} available")
 
     show.step("Alice sends Bob ETH inside the platform (instant, no chain involved)")
     transfer = alice.post(
@@ -246,18 +304,19 @@ def run_withdrawals(platform: Platform, show: Show, alice: Person) -> None:
     admin = platform.staff.admin
     hot = platform.custody.hot_wallet_address
 
-    def pay_in(recipient: str, amount: int) -> dict[str, Any]:
+    def pay_in(recipient: str, amount: int, asset: str = "local:ETH") -> dict[str, Any]:
         body = {
             "requestId": rid("dev-transfer"),
             "recipient": recipient,
-            "amount": {"asset": "local:ETH", "amount": str(amount)},
+            "amount": {"asset": asset, "amount": str(amount)},
         }
         answer: dict[str, Any] = admin.post("/v1/admin/chains/local/dev_transfers", body)["transaction"]
         return answer
 
     show.step("The treasury tops up the hot wallet that pays withdrawals")
-    pay_in(hot, HOT_FLOAT)
-    show.ok(f"{eth(HOT_FLOAT)} paid to the hot wallet {hot} (custody key, never leaves custody)")
+    for asset, amount in HOT_FLOATS.items():
+        pay_in(hot, amount, asset)
+        show.ok(f"{units(amount, asset)} paid to the hot wallet {hot} (custody key, never leaves custody)")
 
     show.step("Alice adds an address to her withdrawal whitelist (confirmed with her 2FA code)")
     destination = "0x" + "5a" * 20
@@ -272,19 +331,19 @@ def run_withdrawals(platform: Platform, show: Show, alice: Person) -> None:
     )["address"]
     show.ok(f"whitelisted {destination} as '{address['label']}'")
 
-    def withdraw(amount: int) -> dict[str, Any]:
+    def withdraw(amount: int, asset: str = "local:ETH") -> dict[str, Any]:
         created: dict[str, Any] = alice.post(
             "/v1/withdrawals",
             {
                 "requestId": rid("withdrawal"),
-                "amount": {"asset": "local:ETH", "amount": str(amount)},
+                "amount": {"asset": asset, "amount": str(amount)},
                 "destinationAddressId": address["addressId"],
                 "stepUpToken": alice.step_up("STEP_UP_PURPOSE_WITHDRAWAL"),
             },
         )["withdrawal"]
         show.ok(
-            f"requested {eth(amount)} (+ {eth(created['fee']['amount'])} fee, held from her balance): "
-            f"{state_of(created)}"
+            f"requested {units(amount, asset)} (+ {units(created['fee']['amount'], asset)} fee, held from "
+            f"her balance): {state_of(created)}"
         )
         return created
 
@@ -310,6 +369,12 @@ def run_withdrawals(platform: Platform, show: Show, alice: Person) -> None:
     show.step("Alice withdraws a small amount: approved automatically, sent, confirmed")
     small = withdraw(SMALL_WITHDRAWAL)
     to_chain(small["withdrawalId"])
+
+    show.step(f"Alice withdraws {TOKEN}: approved automatically, the hot wallet sends the token")
+    token = withdraw(TOKEN_WITHDRAWAL, f"local:{TOKEN}")
+    to_chain(token["withdrawalId"])
+    row = balances_of(alice, "local").get(f"local:{TOKEN}", {})
+    show.ok(f"Alice now has {units(row.get('available', '0'), f'local:{TOKEN}')} on local")
 
     show.step("Alice withdraws more than the auto-approval threshold: two approvers must agree")
     large = withdraw(LARGE_WITHDRAWAL)
@@ -340,8 +405,7 @@ def show_books(
     admin = platform.staff.admin
     admin.login()
     trial = {row["asset"]: row for row in admin.get("/v1/admin/ledger/trial_balance").get("assets", [])}
-    for chain in CHAINS:
-        asset = f"{chain}:ETH"
+    for chain, asset in DEPOSITS:
         owed = sum(
             int(balances_of(person, chain).get(asset, {}).get("available", "0")) for person in people.values()
         )
@@ -355,9 +419,9 @@ def show_books(
         gas = ledger_holdings(admin, f"expenses:gas:withdrawal:{asset}")
         agree = deposits + hot == owed + fees - gas
         show.ok(
-            f"{asset}: deposit addresses {eth(deposits)}, hot wallet paid out {eth(-hot)}; users are owed "
-            f"{eth(owed)}, fees earned {eth(fees)}, gas spent {eth(gas)}: "
-            + ("they agree to the wei" if agree else "THEY DISAGREE")
+            f"{asset}: deposit addresses {units(deposits, asset)}, hot wallet paid out {units(-hot, asset)}; "
+            f"users are owed {units(owed, asset)}, fees earned {units(fees, asset)}, gas spent "
+            f"{units(gas, asset)}: " + ("they agree to the base unit" if agree else "THEY DISAGREE")
         )
         if not agree:
             raise DemoFailure(f"the books of {asset} do not agree")
@@ -380,7 +444,7 @@ def main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     out = sys.stdout
     root = Path(tempfile.mkdtemp(prefix="finmesh-demo-"))
-    show = Show(out, steps=11)
+    show = Show(out, steps=12)
     show.say(f"finmesh demo: the custodial wallet on the embedded defaults (state and logs in {root})")
     platform: Platform | None = None
     code = 0

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// A minimal ERC-20 for the chain gateway's tests: the deployer holds the whole supply.
-// Compiled at test time by solc from npm (tests/harness/hardhat.py: compile_solidity).
+// A minimal ERC-20 for development chains and tests: the deployer holds the whole supply.
+// Every embedded development chain carries it from its first block (svc/chain_gateway/dev_token.py)
+// as built into TestToken.json by `python -m tools.solidity` (solc from npm); the tests compile it
+// on their own chains (tests/harness/hardhat.py: compile_solidity).
 pragma solidity ^0.8.20;
 
 contract TestToken {
