@@ -12,6 +12,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
 from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import BlockIdentifier
 
 from svc.chain_gateway import domain
@@ -59,6 +60,16 @@ def _header(block: Any) -> BlockHeader:
 def _rpc_message(error: Web3RPCError) -> str:
     message = error.message if hasattr(error, "message") and error.message else str(error)
     return message[:ERROR_MESSAGE_MAX]
+
+
+def _estimable(w3: AsyncWeb3[Any], call: dict[str, Any]) -> dict[str, Any]:
+    """The estimate call for this provider. A JSON-RPC node (geth, Hardhat) estimates a call
+    without fee fields at no gas price, so the sender need not hold the gas (a deposit address is
+    estimated before its gas top-up); the embedded EVM prices such a call at 1 gwei and refuses
+    a sender without it, unless the fees are given as zero (its estimates run at base fee 0)."""
+    if isinstance(w3.provider, AsyncEthereumTesterProvider):
+        return {**call, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+    return call
 
 
 class ChainAdapter:
@@ -149,7 +160,7 @@ class ChainAdapter:
 
         async def read(w3: AsyncWeb3[Any]) -> tuple[int, Any, int | None, int | None]:
             try:
-                gas = await w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+                gas = await w3.eth.estimate_gas(_estimable(w3, call))  # type: ignore[arg-type]
             except (ContractLogicError, Web3RPCError) as error:
                 raise domain.EstimationFailed(
                     f"the node cannot estimate this transfer: {error}"[:ERROR_MESSAGE_MAX],

@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[import-untyped]
+from eth_tester.exceptions import TransactionFailed  # type: ignore[import-untyped]
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils.exceptions import ValidationError as EvmValidationError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import (
     BadResponseFormat,
@@ -34,6 +37,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
+from web3.types import RPCEndpoint, RPCResponse
 
 from svc.chain_gateway import dev_token
 from svc.chain_gateway.config import EMBEDDED_SCHEME, ChainConfig, ProviderConfig
@@ -44,6 +48,9 @@ log = logging.getLogger("finmesh.chain_gateway.rpc")
 T = TypeVar("T")
 LATENCY_SAMPLES_MAX = 5
 ERROR_TEXT_MAX = 300
+# What the embedded EVM (eth-tester on py-evm) raises for a transaction it refuses (balance,
+# nonce, gas, a revert): a node's error answer, not a provider failure.
+EMBEDDED_REFUSALS = (TesterValidationError, EvmValidationError, TransactionFailed)
 TRANSPORT_ERRORS = (
     aiohttp.ClientError,
     asyncio.TimeoutError,
@@ -140,12 +147,23 @@ def redact(endpoint: str) -> str:
 _embedded: dict[str, AsyncEthereumTesterProvider] = {}
 
 
+class _EmbeddedProvider(AsyncEthereumTesterProvider):
+    """The in-process EVM, answering what it refuses (balance, nonce, gas, a revert) with a
+    JSON-RPC error as a node does, where eth-tester raises: callers handle one kind of answer."""
+
+    async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return await super().make_request(method, params)
+        except EMBEDDED_REFUSALS as refusal:
+            return {"jsonrpc": "2.0", "id": 0, "error": {"code": -32000, "message": str(refusal)[:500]}}
+
+
 def embedded_provider(name: str) -> AsyncEthereumTesterProvider:
     """The in-process EVM of that name, one per process (all its providers share one chain),
     carrying the development token from block 1 (every embedded chain alike)."""
     provider = _embedded.get(name)
     if provider is None:
-        provider = AsyncEthereumTesterProvider()
+        provider = _EmbeddedProvider()
         # The default genesis differs only by its timestamp, in seconds: two chains started within
         # one second would share a genesis hash, and a restarted chain would pass for the old one.
         genesis = PyEVMBackend.generate_genesis_params(overrides={"extra_data": secrets.token_bytes(32)})

@@ -10,6 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from eth_account import Account
 from finmesh.chain_gateway.v1 import chain_gateway_resources_pb2 as resources
@@ -31,6 +32,7 @@ from .conftest import (
     funded_account,
     hardhat_chain,
     money,
+    refused,
     request_id,
     start_gateway,
 )
@@ -271,6 +273,24 @@ async def test_embedded_evm_default(database_url: str, tmp_path: Path) -> None:
             )
         )
         assert balance.balance.amount.amount == "5"
+        # Like a JSON-RPC node, the embedded EVM estimates a token transfer from an address that
+        # holds no gas yet (a deposit address before its top-up)...
+        estimate = await gateway.stub.EstimateGas(
+            service.EstimateGasRequest(
+                chain="local", from_address=watched, recipient=recipient, amount=money(token, 10**6)
+            )
+        )
+        assert estimate.estimate.gas_limit > 21_000
+        # ...and what it refuses is the node's refusal, never an INTERNAL error.
+        await refused(
+            gateway.stub.EstimateGas(
+                service.EstimateGasRequest(
+                    chain="local", from_address=watched, recipient=recipient, amount=money(token, 10**15)
+                )
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "INSUFFICIENT_FUNDS",
+        )
     finally:
         await gateway.stop()
 

@@ -53,7 +53,11 @@ DEPOSITS = {
 }
 TRANSFER = ETHER // 2
 WAIT_S = 120.0
-HOT_FLOATS = {"local:ETH": 5 * ETHER, f"local:{TOKEN}": 2_000 * TOKEN_UNIT}
+# What the operator sweeps to the hot wallet before the withdrawals (the ether first: the token's
+# sweep tops up the deposit address's gas from it).
+SWEPT = ("local:ETH", f"local:{TOKEN}")
+SWEEP_FINISHED = ("SWEEP_STATE_COMPLETED", "SWEEP_STATE_PARTIALLY_COMPLETED", "SWEEP_STATE_FAILED")
+SWEEP_ON_CHAIN = ("SWEEP_ITEM_STATE_FUNDING_GAS", "SWEEP_ITEM_STATE_BROADCAST")
 SMALL_WITHDRAWAL = ETHER // 5
 TOKEN_WITHDRAWAL = 100 * TOKEN_UNIT
 LARGE_WITHDRAWAL = ETHER * 6 // 10
@@ -313,10 +317,31 @@ def run_withdrawals(platform: Platform, show: Show, alice: Person) -> None:
         answer: dict[str, Any] = admin.post("/v1/admin/chains/local/dev_transfers", body)["transaction"]
         return answer
 
-    show.step("The treasury tops up the hot wallet that pays withdrawals")
-    for asset, amount in HOT_FLOATS.items():
-        pay_in(hot, amount, asset)
-        show.ok(f"{units(amount, asset)} paid to the hot wallet {hot} (custody key, never leaves custody)")
+    show.step("The operator sweeps the credited deposits to the hot wallet that pays withdrawals")
+    operator = platform.staff.operator
+    operator.login()
+    for asset in SWEPT:
+        sweep_id = operator.post(
+            "/v1/admin/deposit_sweeps", {"requestId": rid("sweep"), "chain": "local", "asset": asset}
+        )["sweep"]["sweepId"]
+
+        def finished(sweep_id: str = sweep_id) -> dict[str, Any] | None:
+            sweep: dict[str, Any] = operator.get(f"/v1/admin/deposit_sweeps/{sweep_id}")["sweep"]
+            if sweep["state"] in SWEEP_FINISHED:
+                return sweep
+            if any(item["state"] in SWEEP_ON_CHAIN for item in sweep.get("items", [])):
+                pay_in(ELSEWHERE, 1)  # the development chain makes a block per transaction
+            return None
+
+        sweep = show.wait(f"the {symbol_of(asset)} sweep", finished)
+        if sweep["state"] != "SWEEP_STATE_COMPLETED":
+            raise DemoFailure(f"the {asset} sweep ended {sweep['state']}: {sweep.get('items')}")
+        moved = sum(int(item["amount"]["amount"]) for item in sweep.get("items", []))
+        topped_up = any(item.get("gasTopUpTxHash") for item in sweep.get("items", []))
+        show.ok(
+            f"{units(moved, asset)} swept from {len(sweep.get('items', []))} deposit address(es) to the hot "
+            f"wallet {hot}" + (" (the hot wallet first sent each address the gas)" if topped_up else "")
+        )
 
     show.step("Alice adds an address to her withdrawal whitelist (confirmed with her 2FA code)")
     destination = "0x" + "5a" * 20
@@ -419,7 +444,7 @@ def show_books(
         gas = ledger_holdings(admin, f"expenses:gas:withdrawal:{asset}")
         agree = deposits + hot == owed + fees - gas
         show.ok(
-            f"{asset}: deposit addresses {units(deposits, asset)}, hot wallet paid out {units(-hot, asset)}; "
+            f"{asset}: deposit addresses {units(deposits, asset)}, hot wallet {units(hot, asset)}; "
             f"users are owed {units(owed, asset)}, fees earned {units(fees, asset)}, gas spent "
             f"{units(gas, asset)}: " + ("they agree to the base unit" if agree else "THEY DISAGREE")
         )
