@@ -16,7 +16,7 @@ HARDHAT := .build/npm/hardhat/node_modules/.bin/hardhat
 PROFILE ?= full
 BENCH ?=
 
-.PHONY: help venv gen gen-check lint breaking deploy-check test run demo bench system-packages kafka-libs s3proxy-libs clean
+.PHONY: help venv gen gen-check lint breaking deploy-check deploy-dry-run test run demo bench system-packages kafka-libs s3proxy-libs clean
 
 help:
 	@echo "make run         start every service of PROFILE (default: full) on loopback with mTLS"
@@ -26,6 +26,7 @@ help:
 	@echo "make breaking    buf breaking against the released contracts (.ci/contracts-baseline)"
 	@echo "make bench       run the benchmarks (BENCH=<name> for one)"
 	@echo "make deploy-check  helm lint, helm template per profile, offline Kubernetes and Istio validation"
+	@echo "make deploy-dry-run  deploy-check, then a server-side dry-run of every object on an embedded kube-apiserver (not in CI)"
 
 $(VENV)/.installed: requirements.lock pyproject.toml gen/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
@@ -87,6 +88,9 @@ bench: venv
 
 deploy-check: venv
 	@PY=$(PY) bash tools/deploy/check.sh
+
+deploy-dry-run: venv
+	@PY=$(PY) bash tools/deploy/dry-run.sh
 
 clean:
 	rm -rf $(VENV) .build .bench .pytest_cache .mypy_cache .ruff_cache
