@@ -38,6 +38,8 @@ def main() -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        # The C parser, never a silent fall back to h11 (a quarter more CPU per request).
+        http="httptools",
         timeout_graceful_shutdown=int(settings.grace_period_s),
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import redis.asyncio
 from google.rpc import status_pb2
+from opentelemetry import propagate
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -201,6 +202,9 @@ class Gateway:
             errors.retry_info(status, retry_s)
             return self._error(status, 503, {"retry-after": str(retry_s)})
         metadata: list[tuple[str, str]] = [("x-request-id", request_id), ("x-forwarded-for", client_ip)]
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the request's span (gateway/middleware.py) as the parent
+        metadata.extend(carrier.items())
         if identity is not None:
             metadata.append(("authorization", f"Bearer {identity.token}"))
         started = self._clock()

@@ -2,8 +2,8 @@
 
 The request id is the client's `X-Request-Id` when it is a valid idempotency-style key, else a
 new one; it is returned in the response and forwarded to services as `x-request-id` metadata.
-The span continues the client's W3C `traceparent`, and the kit's client interceptor carries it
-into the gRPC calls, so the access log's trace id is the one the services log.
+The span continues the client's W3C `traceparent`, and the edge puts it in the metadata of its
+gRPC calls (gateway/app.py), so the access log's trace id is the one the services log.
 """
 
 from __future__ import annotations

@@ -54,7 +54,11 @@ class Upstreams:
         if target is None:
             target = f"{self._settings.host}:{self._catalog.service(service).port}"
         ca = LocalCA(self._settings.pki_dir) if self._settings.tls else None
-        created = client.channel(target, identity=EDGE_CALLER, ca=ca, options=CHANNEL_OPTIONS)
+        # No client interceptors: the edge sets every call's metadata itself (gateway/app.py, the
+        # trace context included), and grpc.aio's interceptor chain costs CPU on every request.
+        created = client.channel(
+            target, identity=EDGE_CALLER, ca=ca, options=CHANNEL_OPTIONS, intercepted=False
+        )
         self._channels[service] = created
         return created
 

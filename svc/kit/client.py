@@ -91,12 +91,15 @@ def channel(
     identity: str | None = None,
     ca: LocalCA | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    intercepted: bool = True,
 ) -> grpc.aio.Channel:
     """A channel to `target`; mutual TLS as `identity` when a CA is given, plaintext otherwise.
 
     `options` are extra grpc channel arguments (for example a shorter reconnect backoff).
+    `intercepted=False` leaves out the interceptors that carry the served call's context and
+    trace: for a caller that is not serving a gRPC call and sets that metadata itself (the edge).
     """
-    interceptors = client_interceptors()
+    interceptors = client_interceptors() if intercepted else []
     if ca is None or identity is None:
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
     credentials = ca.credentials(identity)

@@ -78,6 +78,10 @@ async def test_request_ids_and_access_log_with_the_trace_id(
     access = logging.getLogger("finmesh.gateway.access")
     access.addHandler(handler)
     access.setLevel(logging.INFO)
+    served = logging.getLogger("finmesh.rpc")  # the services' own log of the calls they serve
+    served.addHandler(handler)
+    served_level = served.level
+    served.setLevel(logging.INFO)
     trace_id = uuid.uuid4().hex
     try:
         mine = await edge.http.get(
@@ -93,10 +97,19 @@ async def test_request_ids_and_access_log_with_the_trace_id(
         )
     finally:
         access.removeHandler(handler)
+        served.removeHandler(handler)
+        served.setLevel(served_level)
     assert mine.headers["x-request-id"] == "client-req-0001"
     assert generated.headers["x-request-id"].startswith("gw-")
     entries = [json.loads(line) for line in lines]
-    first = next(entry for entry in entries if entry["request_id"] == "client-req-0001")
+    first = next(entry for entry in entries if entry.get("request_id") == "client-req-0001")
+    # The account service logged the call in the client's trace: the edge carried it.
+    assert [
+        entry["trace_id"]
+        for entry in entries
+        if entry.get("method") == "/finmesh.account.v1.AccountService/ListAccounts"
+        and entry.get("trace_id") == trace_id
+    ], entries
     assert first["trace_id"] == trace_id
     assert first["status"] == 200
     assert first["rpc"] == "finmesh.account.v1.AccountService.ListAccounts"
