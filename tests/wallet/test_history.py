@@ -24,7 +24,8 @@ from tests.wallet.conftest import CHAIN, NATIVE, Mesh
 
 SENDER = "0x" + "5e" * 20
 DESTINATION = "0x" + "de" * 20
-BASE_US = int(time.time() * 1_000_000)
+# The events of this history happened an hour ago, so that anything done now is newer than all of them.
+BASE_US = int(time.time() * 1_000_000) - 3_600 * 1_000_000
 
 
 def stamp(offset_s: int) -> timestamp_pb2.Timestamp:

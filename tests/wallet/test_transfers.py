@@ -15,6 +15,7 @@ from finmesh.user.v1 import user_service_pb2 as user_service
 from finmesh.wallet.v1 import wallet_resources_pb2 as resources
 from finmesh.wallet.v1 import wallet_service_pb2 as service
 
+from svc.chain_gateway.config import EMBEDDED_TOKEN
 from tests.harness.calls import refused
 from tests.wallet.conftest import CHAIN, NATIVE, Mesh, rid
 
@@ -317,7 +318,11 @@ async def test_listing_transfers_and_balances(mesh: Mesh) -> None:
         service.ListBalancesRequest(user_id="me", chain=CHAIN, include_zero=True),
         metadata=mesh.user(bob.user_id),
     )
-    assert [balance.asset.id for balance in with_zero.balances] == [NATIVE]
+    # Every asset of the chain: its coin and the development token the embedded chain carries.
+    assert [balance.asset.id for balance in with_zero.balances] == [
+        NATIVE,
+        f"{CHAIN}:{EMBEDDED_TOKEN.symbol}",
+    ]
     assert with_zero.balances[0].total == str(1_000 + 33 - 5)
     await refused(
         mesh.wallets.ListBalances(
